@@ -1,0 +1,1 @@
+"""moesim simulator: scenario, engine, network, collectives, compute, MoE pipeline, CLI."""

@@ -1,0 +1,425 @@
+"""Fluid, flow-level network with max-min fair sharing of directed links (DESIGN.md section 3).
+
+A transfer of B bytes from `src` to `dst` waits `alpha_s + Σ latency` of its path (software
+overhead, then propagation), then becomes a fluid flow that drains at a rate set by max-min
+fairness over every link it crosses. Whenever the set of active flows changes (arrivals,
+completions), the rates of all active flows are recomputed by progressive filling and a single
+wake-up is scheduled at the earliest completion. Consequences:
+
+- one flow alone takes exactly ``alpha_s + Σ latency + B / min(bandwidth)``;
+- contention (k flows on a link get C/k each, a flow bottlenecked elsewhere leaves its unused
+  share to the others) emerges without any per-topology rule.
+
+Why fluid and max-min: it is the model SimGrid validated against packet-level simulation, it
+costs one solve per change instead of one event per packet, and the solve vectorises over the
+n(n-1) flows of an all-to-all (numpy over (flow, link) incidence pairs, one round per distinct
+bottleneck level).
+
+Edge cases (chosen, documented): a transfer with ``src == dst`` is a local copy: it completes at
+once (no alpha, no latency, no link). A transfer of 0 bytes between distinct nodes is still a
+message: it completes after ``alpha_s + Σ latency`` (the B -> 0 limit of the formula above).
+
+The network knows nothing about MoE and never writes files: it keeps flat, immutable records
+(`FlowRecord`, one per flow), per-link delivered bytes (`bytes_on_link`) and counters (`solves`)
+that exporters read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+import simpy
+
+from topologies.paths import PathTable
+
+# A flow whose remaining bytes fall below this fraction of its size is finished. It only absorbs
+# floating-point residue (the remaining bytes are updated by subtraction at every change), and it
+# makes equal flows finish at the same event.
+FINISH_RTOL = 1e-10
+# Links whose fair share is within this relative distance of the round's minimum saturate in the
+# same progressive-filling round (so equal shares computed with different rounding stay equal).
+LEVEL_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    """One transfer as it happened, in simulated seconds and bytes.
+
+    `start_s` is the request time, `first_byte_s` the time the flow started to drain (after alpha
+    and the path latency), `end_s` the time the last byte arrived (nan while in flight). `links`
+    are `PathTable` link ids along the path (empty for a local copy).
+    """
+
+    tag: Any
+    src: str
+    dst: str
+    bytes: float
+    start_s: float
+    first_byte_s: float
+    end_s: float
+    links: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    """A batch of transfers requested together (`FlowNetwork.transfer_many`), done when all are."""
+
+    tag: Any
+    flows: int
+    bytes: float
+    start_s: float
+    end_s: float
+
+
+class _Columns:
+    """Growable numpy columns (amortised O(1) append of many rows at once)."""
+
+    def __init__(self, **dtypes: Any):
+        self.n = 0
+        self._data = {name: np.zeros(16, dtype=dtype) for name, dtype in dtypes.items()}
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.__dict__["_data"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def extend(self, **values: Any) -> np.ndarray:
+        """Append rows; returns their indices."""
+        count = max(len(v) for v in values.values() if np.ndim(v))
+        start, stop = self.n, self.n + count
+        capacity = len(next(iter(self._data.values())))
+        if stop > capacity:
+            new_capacity = max(stop, 2 * capacity)
+            for name, column in self._data.items():
+                grown = np.zeros(new_capacity, dtype=column.dtype)
+                grown[:start] = column[:start]
+                self._data[name] = grown
+        for name, column in self._data.items():
+            column[start:stop] = values[name]
+        self.n = stop
+        return np.arange(start, stop, dtype=np.int64)
+
+
+class FlowNetwork:
+    """Max-min fair fluid flows on the directed links of one topology.
+
+    `paths` gives each (src, dst) its link ids, capacities (bytes/s) and latencies (s);
+    `alpha_s` is the per-message software overhead added before the first byte.
+    `on_solve(time_s, link_rate_Bps)` (optional, for tests and debugging) is called after every
+    rate solve with the total rate on each link, indexed by link id.
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        paths: PathTable,
+        alpha_s: float = 0.0,
+        on_solve: Callable[[float, np.ndarray], None] | None = None,
+    ):
+        if not alpha_s >= 0:
+            raise ValueError(f"alpha_s must be >= 0 seconds, got {alpha_s}")
+        self.env = env
+        self.paths = paths
+        self.alpha_s = float(alpha_s)
+        self.on_solve = on_solve
+        self._capacity_Bps = np.asarray(paths.capacity_Bps, dtype=float)
+        self._n_links = len(self._capacity_Bps)
+        # observability: delivered bytes per link, solves, totals
+        self.bytes_on_link = np.zeros(self._n_links)
+        self.solves = 0
+        self.bytes_requested = 0.0
+        self.bytes_delivered = 0.0
+        # every flow ever requested, as columns (records are built from these on demand)
+        self._flows = _Columns(
+            src=np.int64, dst=np.int64, size=float, start=float, first_byte=float, end=float,
+            group=np.int64, link_offset=np.int64, link_count=np.int64,
+        )
+        self._tags: list[Any] = []
+        self._link_store = _Columns(link=np.int64)
+        self._node_names: list[str] = []
+        self._node_index: dict[str, int] = {}
+        self._route_cache: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
+        # groups: one SimPy event per transfer()/transfer_many() call
+        self._groups = _Columns(left=np.int64, first=np.int64, count=np.int64, single=bool)
+        self._group_events: list[simpy.Event] = []
+        self._group_meta: list[tuple[Any, float, float]] = []  # tag, start_s, bytes
+        # active (draining) flows, compact; pairs = (position in active arrays, link id)
+        self._act_id = np.zeros(0, dtype=np.int64)
+        self._act_size = np.zeros(0)
+        self._act_remaining = np.zeros(0)
+        self._act_rate = np.zeros(0)
+        self._pair_pos = np.zeros(0, dtype=np.int64)
+        self._pair_link = np.zeros(0, dtype=np.int64)
+        self._last_update_s = env.now
+        # flows waiting out alpha + latency, keyed by the exact activation time
+        self._arrivals: dict[float, list[np.ndarray]] = {}
+        self._incoming: list[np.ndarray] = []
+        self._update_pending = False
+        self._version = 0
+
+    # ------------------------------------------------------------------ requests
+
+    def transfer(self, src: str, dst: str, nbytes: float, tag: Any = None) -> simpy.Event:
+        """Send `nbytes` from `src` to `dst`; the event's value is the flow's `FlowRecord`."""
+        return self._request([src], [dst], np.array([nbytes], dtype=float), tag, single=True)
+
+    def transfer_many(
+        self, srcs: Sequence[str], dsts: Sequence[str], nbytes: Any, tag: Any = None
+    ) -> simpy.Event:
+        """Start many flows at once (one batch, one solve); the event fires when all have arrived.
+
+        `nbytes` is a scalar or one size per flow. The event's value is a `GroupRecord`.
+        """
+        if len(srcs) != len(dsts):
+            raise ValueError(f"srcs and dsts differ in length: {len(srcs)} != {len(dsts)}")
+        sizes = np.broadcast_to(np.asarray(nbytes, dtype=float), (len(srcs),)).copy()
+        return self._request(list(srcs), list(dsts), sizes, tag, single=False)
+
+    def _request(self, srcs: list[str], dsts: list[str], sizes: np.ndarray, tag: Any,
+                 single: bool) -> simpy.Event:
+        if sizes.size and not (np.all(np.isfinite(sizes)) and sizes.min() >= 0):
+            raise ValueError(f"transfer sizes must be finite and >= 0 bytes, got {sizes.min()}")
+        now = self.env.now
+        count = len(srcs)
+        # routes (cached per pair) -> link ids in one store, latency per flow
+        links, latency = [], np.empty(count)
+        for k, (src, dst) in enumerate(zip(srcs, dsts)):
+            route, latency[k] = self._route(src, dst)
+            links.append(route)
+        lengths = np.fromiter((len(r) for r in links), dtype=np.int64, count=count)
+        offsets = self._link_store.n + np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        if lengths.sum():
+            self._link_store.extend(link=np.concatenate(links))
+        event = self.env.event()
+        group = self._groups.extend(left=[count], first=[self._flows.n], count=[count],
+                                    single=[single])[0]
+        self._group_events.append(event)
+        self._group_meta.append((tag, now, float(sizes.sum())))
+        ids = self._flows.extend(
+            src=[self._node(s) for s in srcs], dst=[self._node(d) for d in dsts], size=sizes,
+            start=now, first_byte=np.nan, end=np.nan, group=group, link_offset=offsets,
+            link_count=lengths,
+        )
+        self._tags.extend([tag] * count)
+        self.bytes_requested += float(sizes.sum())
+
+        local = lengths == 0  # src == dst: a local copy, done now
+        if local.any():
+            self._flows.first_byte[ids[local]] = now
+            self._complete(ids[local], now)
+        if count == 0:
+            self._succeed_group(group, now)
+        remote = ~local
+        delays = self.alpha_s + latency[remote]
+        for delay in np.unique(delays):
+            self._schedule_arrival(float(delay), ids[remote][delays == delay])
+        return event
+
+    def _node(self, name: str) -> int:
+        index = self._node_index.get(name)
+        if index is None:
+            index = self._node_index[name] = len(self._node_names)
+            self._node_names.append(name)
+        return index
+
+    def _route(self, src: str, dst: str) -> tuple[np.ndarray, float]:
+        key = (src, dst)
+        cached = self._route_cache.get(key)
+        if cached is None:
+            route = self.paths.path(src, dst)
+            cached = self._route_cache[key] = (route, float(self.paths.latency_s[route].sum()))
+        return cached
+
+    def _schedule_arrival(self, delay_s: float, ids: np.ndarray) -> None:
+        key = self.env.now + delay_s
+        waiting = self._arrivals.get(key)
+        if waiting is None:
+            self._arrivals[key] = [ids]
+            timeout = self.env.timeout(delay_s, value=key)
+            timeout.callbacks.append(self._on_arrival)
+        else:
+            waiting.append(ids)
+
+    def _on_arrival(self, event: simpy.Event) -> None:
+        self._incoming.extend(self._arrivals.pop(event.value))
+        self._request_update()
+
+    def _on_wake(self, event: simpy.Event) -> None:
+        if event.value == self._version:  # stale wake-ups (rates changed since) are ignored
+            self._request_update()
+
+    def _request_update(self) -> None:
+        """Batch every change at this instant into one solve (a zero-delay event)."""
+        if not self._update_pending:
+            self._update_pending = True
+            self.env.timeout(0).callbacks.append(self._update)
+
+    # ------------------------------------------------------------------ the fluid model
+
+    def _update(self, _event: simpy.Event | None = None) -> None:
+        self._update_pending = False
+        now = self.env.now
+        dt = now - self._last_update_s
+        self._last_update_s = now
+        if self._act_id.size:
+            if dt > 0:
+                self._act_remaining -= self._act_rate * dt
+            # finished: residue below FINISH_RTOL of the size, or below what the clock can resolve
+            time_eps = 4 * np.spacing(max(now, 1e-300))
+            done = (self._act_remaining <= FINISH_RTOL * self._act_size) | (
+                self._act_remaining <= self._act_rate * time_eps
+            )
+            if done.any():
+                self._finish_active(done, now)
+        if self._incoming:
+            self._activate(np.concatenate(self._incoming), now)
+            self._incoming = []
+        if self._act_id.size:
+            self._solve()
+            self._version += 1
+            wake_s = float(np.min(self._act_remaining / self._act_rate))
+            self.env.timeout(wake_s, value=self._version).callbacks.append(self._on_wake)
+
+    def _activate(self, ids: np.ndarray, now: float) -> None:
+        flows = self._flows
+        flows.first_byte[ids] = now
+        sizes = flows.size[ids]
+        empty = sizes == 0
+        if empty.any():
+            self._complete(ids[empty], now)
+            ids, sizes = ids[~empty], sizes[~empty]
+        if not ids.size:
+            return
+        counts = flows.link_count[ids]
+        starts = flows.link_offset[ids]
+        total = int(counts.sum())
+        # gather each flow's link ids from the store without a Python loop
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        within = np.arange(total, dtype=np.int64) - first
+        links = self._link_store.link[np.repeat(starts, counts) + within]
+        base = self._act_id.size
+        self._pair_pos = np.concatenate((self._pair_pos, base + np.repeat(np.arange(ids.size), counts)))
+        self._pair_link = np.concatenate((self._pair_link, links))
+        self._act_id = np.concatenate((self._act_id, ids))
+        self._act_size = np.concatenate((self._act_size, sizes))
+        self._act_remaining = np.concatenate((self._act_remaining, sizes))
+        self._act_rate = np.concatenate((self._act_rate, np.zeros(ids.size)))
+
+    def _finish_active(self, done: np.ndarray, now: float) -> None:
+        pair_done = done[self._pair_pos]
+        self.bytes_on_link += np.bincount(
+            self._pair_link[pair_done], weights=self._act_size[self._pair_pos[pair_done]],
+            minlength=self._n_links,
+        )
+        ids = self._act_id[done]
+        keep = ~done
+        new_pos = np.cumsum(keep) - 1
+        self._pair_pos = new_pos[self._pair_pos[~pair_done]]
+        self._pair_link = self._pair_link[~pair_done]
+        self._act_id = self._act_id[keep]
+        self._act_size = self._act_size[keep]
+        self._act_remaining = self._act_remaining[keep]
+        self._act_rate = self._act_rate[keep]
+        self._complete(ids, now)
+
+    def _solve(self) -> None:
+        """Max-min fair rates of the active flows by progressive filling, vectorised.
+
+        Each round raises every unfrozen flow by the smallest fair share left on any link
+        (remaining capacity / unfrozen flows on it), saturates the links at that share and
+        freezes their flows. Rounds = distinct bottleneck levels; each round is O(pairs).
+        """
+        self.solves += 1
+        n_links = self._n_links
+        capacity_left = self._capacity_Bps.copy()
+        rate = np.zeros(self._act_id.size)
+        pos, link = self._pair_pos, self._pair_link
+        level = 0.0
+        while pos.size:
+            count = np.bincount(link, minlength=n_links)
+            used = np.flatnonzero(count)
+            share = capacity_left[used] / count[used]
+            increment = share.min()
+            level += increment
+            capacity_left[used] -= increment * count[used]
+            saturated = np.zeros(n_links, dtype=bool)
+            saturated[used[share <= increment * (1 + LEVEL_RTOL)]] = True
+            frozen = np.zeros(rate.size, dtype=bool)
+            frozen[pos[saturated[link]]] = True
+            rate[frozen] = level
+            keep = ~frozen[pos]
+            pos, link = pos[keep], link[keep]
+        self._act_rate = rate
+        if self.on_solve is not None:
+            link_rate = np.bincount(self._pair_link, weights=rate[self._pair_pos], minlength=n_links)
+            self.on_solve(self.env.now, link_rate)
+
+    def _complete(self, ids: np.ndarray, now: float) -> None:
+        flows = self._flows
+        flows.end[ids] = now
+        self.bytes_delivered += float(flows.size[ids].sum())
+        groups, counts = np.unique(flows.group[ids], return_counts=True)
+        left = self._groups.left
+        left[groups] -= counts
+        for group in groups[left[groups] == 0]:
+            self._succeed_group(int(group), now)
+
+    def _succeed_group(self, group: int, now: float) -> None:
+        if self._groups.single[group]:
+            value: Any = self._record(int(self._groups.first[group]))
+        else:
+            tag, start_s, nbytes = self._group_meta[group]
+            value = GroupRecord(tag, int(self._groups.count[group]), nbytes, start_s, now)
+        self._group_events[group].succeed(value)
+
+    # ------------------------------------------------------------------ observability
+
+    @property
+    def active_flows(self) -> int:
+        """Flows draining right now (not counting those still waiting out alpha + latency)."""
+        return int(self._act_id.size)
+
+    @property
+    def flow_count(self) -> int:
+        return self._flows.n
+
+    def _record(self, flow: int) -> FlowRecord:
+        f = self._flows
+        offset, count = int(f.link_offset[flow]), int(f.link_count[flow])
+        return FlowRecord(
+            tag=self._tags[flow],
+            src=self._node_names[f.src[flow]],
+            dst=self._node_names[f.dst[flow]],
+            bytes=float(f.size[flow]),
+            start_s=float(f.start[flow]),
+            first_byte_s=float(f.first_byte[flow]),
+            end_s=float(f.end[flow]),
+            links=tuple(int(x) for x in self._link_store.link[offset: offset + count]),
+        )
+
+    def records(self) -> list[FlowRecord]:
+        """One immutable record per flow requested so far, in request order."""
+        return [self._record(k) for k in range(self._flows.n)]
+
+    def flow_table(self) -> dict[str, np.ndarray]:
+        """The same data as `records()` as numpy columns (src/dst as node names), for bulk use."""
+        f, n = self._flows, self._flows.n
+        names = np.array(self._node_names, dtype=object)
+        return {
+            "src": names[f.src[:n]] if n else np.zeros(0, dtype=object),
+            "dst": names[f.dst[:n]] if n else np.zeros(0, dtype=object),
+            "bytes": f.size[:n].copy(),
+            "start_s": f.start[:n].copy(),
+            "first_byte_s": f.first_byte[:n].copy(),
+            "end_s": f.end[:n].copy(),
+        }
+
+    def bytes_by_link_kind(self) -> dict[str, float]:
+        """Delivered bytes summed per link kind (``nvlink4``, ``pcie5``, ...)."""
+        totals: dict[str, float] = {}
+        for kind, nbytes in zip(self.paths.link_kind, self.bytes_on_link):
+            totals[kind] = totals.get(kind, 0.0) + float(nbytes)
+        return totals

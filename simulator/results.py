@@ -1,0 +1,229 @@
+"""Results from records: summary, per-iteration rows and the Chrome trace, all from spans and marks.
+
+Nothing here reads engine internals (STYLE.md item 4): it takes the flat records a run emitted
+(`Span`s, `Mark`s, the network's flow records) and computes every reported quantity from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator.engine import COMM, COMPUTE, Span
+from simulator.moe import PHASES, Mark
+
+
+def spans_table(spans: list[Span]) -> dict[str, np.ndarray]:
+    """Column arrays of the spans (phase as an index into PHASES)."""
+    phase_id = {p: i for i, p in enumerate(PHASES)}
+    return {
+        "gpu": np.array([s.gpu for s in spans], dtype=np.int64),
+        "stream": np.array([s.stream == COMM for s in spans], dtype=np.int64),
+        "phase": np.array([phase_id[s.phase] for s in spans], dtype=np.int64),
+        "iteration": np.array([s.iteration for s in spans], dtype=np.int64),
+        "layer": np.array([s.layer for s in spans], dtype=np.int64),
+        "start": np.array([s.start_s for s in spans], dtype=float),
+        "end": np.array([s.end_s for s in spans], dtype=float),
+    }
+
+
+def union_lengths(group: np.ndarray, start: np.ndarray, end: np.ndarray, groups: int) -> np.ndarray:
+    """Length of the union of intervals per group (time during which any member was busy).
+
+    Segmented running maximum: within each group, intervals sorted by start; each adds the part
+    of it past the furthest end seen so far in its group. Times are shifted per group so one
+    global `maximum.accumulate` serves all groups.
+    """
+    if len(group) == 0:
+        return np.zeros(groups)
+    order = np.lexsort((start, group))
+    g, s, e = group[order], start[order], end[order]
+    first = np.ones(len(g), dtype=bool)
+    first[1:] = g[1:] != g[:-1]
+    segment = np.cumsum(first) - 1
+    base = s[first][segment]  # each group's earliest start
+    width = max(float((e - base).max()) * 2, 1e-12)
+    shift = segment * width
+    reach = np.maximum.accumulate(e - base + shift) - shift + base
+    previous = np.where(first, s, np.concatenate(([0.0], reach[:-1])))
+    added = np.clip(e - np.maximum(s, previous), 0.0, None)
+    return np.bincount(g, weights=added, minlength=groups)
+
+
+def layer_end_times(marks: list[Mark], iterations: int, layers: int) -> np.ndarray:
+    """[iterations, layers + 1]: column 0 = iteration start, column l+1 = end of layer l (max over GPUs)."""
+    ends = np.zeros((iterations, layers + 1))
+    for mark in marks:
+        cell = (mark.iteration, mark.layer + 1)
+        ends[cell] = max(ends[cell], mark.time_s)
+    return ends
+
+
+def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str, Any]):
+    """Return (summary dict, per-iteration/per-layer rows)."""
+    iterations = system.scenario.workload.iterations
+    layers = system.model.layers
+    ends = layer_end_times(pipeline.marks, iterations, layers)
+    iteration_end = ends[:, -1]
+    iteration_latency = np.diff(np.concatenate(([0.0], iteration_end)))
+    layer_latency = np.diff(np.concatenate((np.concatenate(([0.0], iteration_end[:-1]))[:, None],
+                                            ends[:, 1:]), axis=1), axis=1)
+
+    table = spans_table(cluster.spans)
+    cell = (table["iteration"] * layers + table["layer"]) * len(PHASES) + table["phase"]
+    phase_time = union_lengths(cell, table["start"], table["end"], iterations * layers * len(PHASES))
+    phase_time = phase_time.reshape(iterations, layers, len(PHASES))
+    per_iteration_phase = phase_time.sum(axis=1)
+
+    makespan = float(iteration_end[-1]) if iterations else 0.0
+    skew = skewness(system)
+    breakdown = {p: float(per_iteration_phase[:, i].mean()) for i, p in enumerate(PHASES)}
+    summary = {
+        "scenario": scenario_dict,
+        "seed": system.scenario.seed,
+        "iterations": iterations,
+        "gpus": system.gpus,
+        "tokens_per_iteration": system.tokens,
+        "latency_s": {
+            "mean": float(iteration_latency.mean()),
+            "p50": float(np.percentile(iteration_latency, 50)),
+            "p99": float(np.percentile(iteration_latency, 99)),
+            "total": makespan,
+        },
+        "throughput_tokens_per_s": system.tokens * iterations / makespan if makespan else 0.0,
+        "breakdown_s": breakdown,
+        "overlap_s": float(sum(breakdown.values()) - iteration_latency.mean()),
+        "skewness": {k: float(v.mean()) for k, v in skew.items()},
+        "predictor": {"name": system.scenario.predictor.kind, "error": None, "accuracy": None,
+                      "overhead_s": breakdown["predictor"]},
+        "gpu_utilization": gpu_utilization(table, system.gpus, makespan),
+        "link_utilization": link_utilization(cluster, makespan),
+        "memory_GB": {f"gpu{r}": round(m.total / 1e9, 3) for r, m in enumerate(system.memory)},
+        "conservation": conservation(system),
+        "events": cluster.env.events_processed,
+        "wall_s": wall_s,
+    }
+    rows = iteration_rows(iteration_latency, layer_latency, phase_time, skew, system)
+    return summary, rows
+
+
+def skewness(system) -> dict[str, np.ndarray]:
+    """Per [iteration, moe layer]: expert-level max/mean load, and GPU-level before/after placement.
+
+    `before` is the GPU imbalance of the static round-robin baseline; `after` that of the placement
+    actually simulated (with its replica splits), both from the true routed pairs.
+    """
+    plan = system.plan
+    expert_load = plan.expert_pairs.sum(axis=2)  # [I, L, E]
+    gpus = system.gpus
+    experts = expert_load.shape[-1]
+    round_robin = np.zeros((experts, gpus))
+    round_robin[np.arange(experts), np.arange(experts) % gpus] = 1.0
+    before = expert_load @ round_robin
+    after = plan.expert_pairs.sum(axis=3)
+    return {"expert": _max_over_mean(expert_load), "before": _max_over_mean(before),
+            "after": _max_over_mean(after)}
+
+
+def _max_over_mean(load: np.ndarray) -> np.ndarray:
+    mean = load.mean(axis=-1)
+    return np.divide(load.max(axis=-1), mean, out=np.ones_like(mean, dtype=float), where=mean > 0)
+
+
+def gpu_utilization(table: dict[str, np.ndarray], gpus: int, makespan: float) -> dict[str, float]:
+    """Fraction of the run each GPU's compute stream was busy."""
+    compute = table["stream"] == 0
+    busy = np.bincount(table["gpu"][compute], weights=(table["end"] - table["start"])[compute],
+                       minlength=gpus)
+    return {f"gpu{r}": float(busy[r] / makespan) if makespan else 0.0 for r in range(gpus)}
+
+
+def link_utilization(cluster, makespan: float) -> dict[str, float]:
+    """Per link kind: bytes carried / (capacity x run time), averaged over the links of that kind."""
+    paths = cluster.paths
+    carried = cluster.net.bytes_on_link
+    per_kind: dict[str, list[float]] = defaultdict(list)
+    for link, kind in enumerate(paths.link_kind):
+        capacity = paths.capacity_Bps[link] * makespan
+        per_kind[kind].append(float(carried[link] / capacity) if capacity else 0.0)
+    return {kind: float(np.mean(values)) for kind, values in sorted(per_kind.items())}
+
+
+def conservation(system) -> dict[str, int]:
+    """Pair and byte counts that must balance: routed = computed, dispatched = combined."""
+    plan = system.plan
+    experts = system.trace.experts[: system.scenario.workload.iterations, :, : system.tokens]
+    dispatched = plan.dispatch_pairs.sum() - np.trace(plan.dispatch_pairs, axis1=2, axis2=3).sum()
+    return {
+        "pairs_routed": int(experts.shape[0] * experts.shape[1] * experts.shape[2] * experts.shape[3]),
+        "pairs_computed": int(plan.expert_pairs.sum()),
+        "bytes_dispatched": int(dispatched) * system.model.hidden * system.model.dtype_bytes,
+        "bytes_combined": int(dispatched) * system.model.hidden * system.model.dtype_bytes,
+    }
+
+
+def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system) -> list[dict[str, Any]]:
+    moe_index = {layer: i for i, layer in enumerate(system.model.moe_layer_indices)}
+    rows = []
+    for it in range(len(iteration_latency)):
+        row = {"iteration": it, "layer": "all", "latency_s": float(iteration_latency[it])}
+        row.update({f"{p}_s": float(phase_time[it, :, i].sum()) for i, p in enumerate(PHASES)})
+        row.update({f"skewness_{k}": float(v[it].mean()) for k, v in skew.items()})
+        rows.append(row)
+        for layer in range(phase_time.shape[1]):
+            row = {"iteration": it, "layer": layer, "latency_s": float(layer_latency[it, layer])}
+            row.update({f"{p}_s": float(phase_time[it, layer, i]) for i, p in enumerate(PHASES)})
+            moe = moe_index.get(layer)
+            row.update({f"skewness_{k}": float(v[it, moe]) if moe is not None else ""
+                        for k, v in skew.items()})
+            rows.append(row)
+    return rows
+
+
+def chrome_trace(spans: list[Span], gpus: int) -> dict[str, Any]:
+    """Chrome trace-event JSON: one process per GPU with a compute and a comm thread (times in us)."""
+    events: list[dict[str, Any]] = []
+    for rank in range(gpus):
+        events.append({"ph": "M", "pid": rank, "tid": 0, "name": "process_name",
+                       "args": {"name": f"gpu{rank}"}})
+        for tid, stream in enumerate((COMPUTE, COMM)):
+            events.append({"ph": "M", "pid": rank, "tid": tid, "name": "thread_name",
+                           "args": {"name": stream}})
+    for span in sorted(spans, key=lambda s: (s.gpu, s.stream, s.start_s)):
+        events.append({
+            "ph": "X", "pid": span.gpu, "tid": 0 if span.stream == COMPUTE else 1,
+            "name": span.name, "cat": span.phase,
+            "ts": span.start_s * 1e6, "dur": (span.end_s - span.start_s) * 1e6,
+            "args": {"iteration": span.iteration, "layer": span.layer, "phase": span.phase,
+                     "flops": span.flops, "bytes": span.bytes},
+        })
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees a half-written result."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]],
+                  trace: dict[str, Any]) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "timeline.json", json.dumps(trace))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out_dir / "iterations.csv", buffer.getvalue())
+    # summary last: its presence marks a complete result directory
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,80 @@
+"""Token-level bookkeeping in numpy: who owns each token, where each (token, k) pair is computed.
+
+This is the only place tokens are touched one by one (vectorised); the SimPy side only sees the
+per-GPU counts and the GPU-to-GPU matrices computed here (STYLE.md item 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.placement import Placement, assign_replicas
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """How one iteration's tokens are spread for attention and who owns each token afterwards.
+
+    Attention groups are `tp` consecutive GPUs; the batch's sequences are split over groups, and
+    a group's tokens are split evenly over its members (the reduce-scatter's slices).
+    """
+
+    owner: np.ndarray  # [tokens] rank owning each token between reduce-scatter and all-gather
+    group_tokens: np.ndarray  # [groups] tokens each attention group processes
+    group_sequences: np.ndarray  # [groups] sequences each attention group processes
+    tp: int
+
+    def group_of(self, rank: int) -> int:
+        return rank // self.tp
+
+    def members(self, group: int) -> list[int]:
+        return list(range(group * self.tp, (group + 1) * self.tp))
+
+
+def token_ownership(batch: int, tokens_per_sequence: int, gpus: int, tp: int) -> Ownership:
+    groups = gpus // tp
+    sequences = np.array([len(s) for s in np.array_split(np.arange(batch), groups)], dtype=np.int64)
+    group_tokens = sequences * tokens_per_sequence
+    owner = np.empty(int(group_tokens.sum()), dtype=np.int64)
+    start = 0
+    for group, count in enumerate(group_tokens):
+        slices = np.array_split(np.arange(count), tp)
+        for member, piece in enumerate(slices):
+            owner[start + piece] = group * tp + member
+        start += count
+    return Ownership(owner, group_tokens, sequences, tp)
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    """Per iteration and MoE layer: pairs sent GPU i -> GPU j, and pairs GPU j computes per expert.
+
+    Counts are (token, k) pairs: a token whose two experts live on the same remote GPU is sent
+    twice, as in a per-choice all-to-all (vLLM, Megatron); conservation is per pair.
+    """
+
+    dispatch_pairs: np.ndarray  # [iterations, moe_layers, gpus, gpus]
+    expert_pairs: np.ndarray  # [iterations, moe_layers, gpus, experts]
+    owned_tokens: np.ndarray  # [gpus]
+
+
+def plan_routing(experts: np.ndarray, ownership: Ownership, placement: Placement, gpus: int,
+                 num_experts: int) -> RoutingPlan:
+    """experts: [iterations, moe_layers, tokens, top_k] of the trace, cut to this workload's tokens."""
+    iterations, layers, tokens, top_k = experts.shape
+    owner_pairs = np.repeat(ownership.owner, top_k)
+    dispatch = np.zeros((iterations, layers, gpus, gpus), dtype=np.int64)
+    computed = np.zeros((iterations, layers, gpus, num_experts), dtype=np.int64)
+    for layer in range(layers):
+        replicas, shares = placement.replicas[layer], placement.shares[layer]
+        for it in range(iterations):
+            gpu = assign_replicas(experts[it, layer], replicas, shares).ravel()
+            dispatch[it, layer] = np.bincount(owner_pairs * gpus + gpu, minlength=gpus * gpus).reshape(
+                gpus, gpus)
+            flat = experts[it, layer].ravel()
+            computed[it, layer] = np.bincount(gpu * num_experts + flat,
+                                              minlength=gpus * num_experts).reshape(gpus, num_experts)
+    owned = np.bincount(ownership.owner, minlength=gpus)
+    return RoutingPlan(dispatch, computed, owned)

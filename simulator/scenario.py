@@ -1,0 +1,190 @@
+"""Scenario: load a YAML file, apply `--set` overrides, validate once, resolve defaults.
+
+Everything downstream trusts the frozen `Scenario` this module returns (STYLE.md item 8).
+Schema errors become one `ScenarioError` whose field is the YAML path
+(``workload.batch: must be >= 1, got -1``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.errors import ScenarioError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _OpenSection(BaseModel):
+    """A section whose extra keys belong to a pluggable kind (predictor, balancer)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Parallelism(_Section):
+    ep: int | None = Field(None, ge=1, description="expert-parallel group size; default: every GPU")
+    attention: Literal["tp", "dp"] = Field("tp", description="tensor- or data-parallel attention")
+    tp: int | None = Field(
+        None, ge=1, description="attention tensor-parallel size; default ep for tp, 1 for dp"
+    )
+
+
+class Workload(_Section):
+    mode: Literal["inference", "training"] = "inference"
+    phase: Literal["prefill", "decode"] = "prefill"
+    batch: int = Field(1, ge=1, description="sequences per iteration")
+    seq_len: int = Field(512, ge=1, description="prefill: tokens per sequence; decode: KV-cache length")
+    iterations: int = Field(20, ge=1, description="forward passes simulated back to back")
+    trace: dict[str, Any] = Field(
+        default_factory=lambda: {"synthetic": {"skewness": 1.4}},
+        description="{synthetic: {skewness: S, ...}} or {file: path.npz}",
+    )
+
+
+class Predictor(_OpenSection):
+    kind: str = "none"
+
+
+class Balancer(_OpenSection):
+    kind: str = "static"
+
+
+class Network(_Section):
+    alpha_us: float = Field(0.0, ge=0, description="per-message software overhead added to every flow")
+
+
+class Compute(_Section):
+    calibration: str | None = Field(None, description="CSV of measured kernel times (optional)")
+    grouped_gemm: bool = Field(False, description="one grouped GEMM per GPU instead of one per expert")
+
+
+class Scenario(_Section):
+    name: str = "scenario"
+    seed: int = Field(0, ge=0)
+    model: str | dict[str, Any] = "mixtral-8x7b"
+    topology: dict[str, Any] = Field(
+        default_factory=lambda: {"builder": "nvlink_mesh", "gpus": 4, "device": "a100-sxm4-80gb"}
+    )
+    parallelism: Parallelism = Parallelism()
+    workload: Workload = Workload()
+    predictor: Predictor = Predictor()
+    balancer: Balancer = Balancer()
+    network: Network = Network()
+    compute: Compute = Compute()
+    base_dir: str = Field(".", description="directory relative paths resolve against (set by the loader)")
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
+
+
+def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
+    """Read a scenario YAML, apply `key.path=value` overrides and validate it."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
+    raw.setdefault("base_dir", str(path.resolve().parent))
+    for override in overrides:
+        apply_override(raw, override)
+    return validate_scenario(raw, source=str(path))
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ScenarioError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "cannot parse"
+        raise ScenarioError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: top level must be a mapping of scenario keys")
+    return data
+
+
+def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(raw)
+    except pydantic.ValidationError as error:
+        raise ScenarioError(f"{source}: {_describe(error.errors()[0], Scenario)}") from None
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply one `--set key.path=value`; the value is parsed as YAML (numbers, lists, maps)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ScenarioError(f"expected key.path=value, got {override!r}", "--set")
+    parts = key.split(".")
+    _check_override_path(raw, parts, key)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ScenarioError(f"value of {key} is not valid YAML: {text!r}", "--set") from None
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _check_override_path(raw: dict[str, Any], parts: list[str], key: str) -> None:
+    """A key is settable if the schema declares it or the scenario already has it.
+
+    Open sections (model mapping, topology, predictor, balancer, trace) take kind-specific keys;
+    those are checked again downstream by the builder or registry that receives them.
+    """
+    model: type[BaseModel] | None = Scenario
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        in_raw = isinstance(node, dict) and part in node
+        fields = model.model_fields if model is not None else {}
+        if model is not None and part not in fields and not (
+            in_raw or model.model_config.get("extra") == "allow"
+        ):
+            prefix = ".".join(parts[:depth])
+            allowed = ", ".join(sorted(fields))
+            where = f" under {prefix}" if prefix else ""
+            raise ScenarioError(f"unknown key {key!r}{where}; allowed: {allowed}", "--set")
+        annotation = fields[part].annotation if part in fields else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        node = node.get(part) if isinstance(node, dict) else None
+        if model is None and node is None and depth < len(parts) - 1 and part not in fields:
+            return
+
+
+def _describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
+    """One line from a pydantic error: YAML path, what is wrong, what is allowed."""
+    loc = [part for part in error["loc"] if not str(part).startswith(("function-", "literal["))]
+    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(schema, loc[:-1])
+        return f"{field}: unknown key; allowed: {', '.join(allowed)}"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f", got {value!r}"
+    return f"{field}: {error['msg'].lower()}{shown}"
+
+
+def _allowed_keys(schema: type[BaseModel], loc: list[Any]) -> list[str]:
+    model = schema
+    for part in loc:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(k for k in model.model_fields if k != "base_dir")
+
+
+def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
+    """The resolved scenario as plain data (for summary.json), without machine-specific paths."""
+    data = scenario.model_dump(mode="json")
+    data.pop("base_dir", None)
+    return data

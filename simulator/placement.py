@@ -42,14 +42,38 @@ def uniform_placement(per_layer: list[list[list[int]]]) -> Placement:
     return Placement(replicas, shares)
 
 
-def static_placement(
-    layers: int, experts: int, ep_ranks: list[int], config: dict[str, Any], field: str = "balancer"
-) -> Placement:
+@dataclass(frozen=True)
+class PlacementRequest:
+    """What a balancer decides from. Loads are *predicted* (or true, for the oracle), never peeked.
+
+    loads: [layers, experts] expected tokens (pairs) per expert for the window being planned;
+    transitions: [layers - 1, experts, experts] co-routing counts (expert at layer l -> expert at
+    layer l + 1), for placements that keep consecutive layers' experts together (MoETuner);
+    node_of: server index of each EP rank (EPLB packs replicas to nodes first);
+    slots_per_gpu: the most expert replicas per layer a GPU may hold (memory);
+    redundant: extra replicas per layer the balancer may add beyond one per expert.
+    """
+
+    layers: int
+    experts: int
+    ep_ranks: list[int]
+    node_of: list[int]
+    config: dict[str, Any]
+    loads: np.ndarray | None = None
+    transitions: np.ndarray | None = None
+    slots_per_gpu: int | None = None
+    redundant: int = 0
+    field: str = "balancer"
+
+
+def static_placement(request: PlacementRequest) -> Placement:
     """Round-robin experts over the EP group (expert e on ep_ranks[e % n]), or an explicit map.
 
     `config["placement"]` maps expert -> GPU rank or list of ranks (one replica per rank), the same
     for every layer; every expert needs at least one replica on a GPU of the EP group.
     """
+    layers, experts, ep_ranks = request.layers, request.experts, request.ep_ranks
+    config, field = request.config, request.field
     explicit = config.get("placement")
     if explicit is None:
         layer = [[ep_ranks[e % len(ep_ranks)]] for e in range(experts)]
@@ -79,17 +103,15 @@ def _explicit_replicas(explicit: dict, expert: int, ep_ranks: list[int], field: 
     return gpus
 
 
-Balancer = Callable[[int, int, list[int], dict[str, Any], str], Placement]
+Balancer = Callable[[PlacementRequest], Placement]
 
 BALANCERS: dict[str, Balancer] = {"static": static_placement}
 
 
-def make_placement(
-    kind: str, layers: int, experts: int, ep_ranks: list[int], config: dict[str, Any]
-) -> Placement:
+def make_placement(kind: str, request: PlacementRequest) -> Placement:
     if kind not in BALANCERS:
         raise ScenarioError(f"unknown balancer {kind!r}; known: {', '.join(BALANCERS)}", "balancer.kind")
-    return BALANCERS[kind](layers, experts, ep_ranks, config, "balancer")
+    return BALANCERS[kind](request)
 
 
 def assign_replicas(experts: np.ndarray, layer_replicas, layer_shares) -> np.ndarray:

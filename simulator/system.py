@@ -17,7 +17,7 @@ from simulator.calibration import CalibrationTable
 from simulator.compute import ComputeModel
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.memory import MemoryUse, check_fits, gpu_memory_use
-from simulator.placement import Placement, make_placement
+from simulator.placement import Placement, PlacementRequest, make_placement
 from simulator.routing import Ownership, RoutingPlan, plan_routing, token_ownership
 from simulator.scenario import Scenario
 from topologies.devices import gpu_spec
@@ -69,10 +69,11 @@ def _build(scenario: Scenario) -> System:
     trace = _load_trace(scenario, model, tokens)
     experts = trace.experts[: workload.iterations, :, :tokens, :]
     ownership = token_ownership(workload.batch, tokens_per_sequence, gpus, tp)
-    placement = make_placement(
-        scenario.balancer.kind, model.moe_layers, model.experts, list(range(ep)),
+    node_of = [graph.nodes[name].get("node_id", 0) for name in topologies.gpu_nodes(graph)]
+    placement = make_placement(scenario.balancer.kind, PlacementRequest(
+        model.moe_layers, model.experts, list(range(ep)), node_of,
         scenario.balancer.model_dump(exclude={"kind"}),
-    )
+    ))
     plan = plan_routing(experts, ownership, placement, gpus, model.experts)
     calibration = (
         CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))

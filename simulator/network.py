@@ -102,7 +102,7 @@ def max_min_rates(
     if kept_rate_Bps is None:
         rate = np.zeros(n_flows)
         capacity_left = np.array(capacity_Bps, dtype=float)
-        pos, link = pair_flow, pair_link
+        free, pos, link = None, pair_flow, pair_link
     else:
         kept = ~np.isnan(kept_rate_Bps)
         rate = np.where(kept, kept_rate_Bps, 0.0)
@@ -110,25 +110,34 @@ def max_min_rates(
         capacity_left = capacity_Bps - np.bincount(
             pair_link[kept_pair], weights=rate[pair_flow[kept_pair]], minlength=n_links
         )
-        pos, link = pair_flow[~kept_pair], pair_link[~kept_pair]
+        # renumber the flows still to solve 0..m-1 so every round works on m, not n_flows
+        free = np.flatnonzero(~kept)
+        index = np.full(n_flows, -1, dtype=np.int64)
+        index[free] = np.arange(free.size)
+        pos, link = index[pair_flow[~kept_pair]], pair_link[~kept_pair]
+    m = n_flows if free is None else free.size
+    solved = np.zeros(m)
     rounds = 0
     while pos.size:
         rounds += 1
         count = np.bincount(link, minlength=n_links)
         level = capacity_left / np.maximum(count, 1)
         level[count == 0] = np.inf
-        flow_min = np.full(n_flows, np.inf)
+        flow_min = np.full(m, np.inf)
         np.minimum.at(flow_min, pos, level[link])
         link_min = np.full(n_links, np.inf)
         np.minimum.at(link_min, link, flow_min[pos])
         saturated = (count > 0) & (level <= link_min * (1 + LEVEL_RTOL))
-        frozen = np.zeros(n_flows, dtype=bool)
+        frozen = np.zeros(m, dtype=bool)
         frozen[pos[saturated[link]]] = True
-        rate[frozen] = flow_min[frozen]
+        solved[frozen] = flow_min[frozen]
         leaving = frozen[pos]
-        capacity_left -= np.bincount(link[leaving], weights=rate[pos[leaving]], minlength=n_links)
+        capacity_left -= np.bincount(link[leaving], weights=solved[pos[leaving]], minlength=n_links)
         capacity_left[saturated] = 0.0
         pos, link = pos[~leaving], link[~leaving]
+    if free is None:
+        return solved, rounds
+    rate[free] = solved
     return rate, rounds
 
 
@@ -210,6 +219,13 @@ class FlowNetwork:
         self._node_names: list[str] = []
         self._node_index: dict[str, int] = {}
         self._route_cache: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
+        # links that can never be a flow's only binding constraint (see _prune); routes seen so
+        # far as (link, next link) codes and the links routes start / end on
+        self._new_routes: list[np.ndarray] = []
+        self._adjacent = np.zeros(0, dtype=np.int64)
+        self._starts = np.zeros(self._n_links, dtype=bool)
+        self._ends = np.zeros(self._n_links, dtype=bool)
+        self._redundant = np.zeros(self._n_links, dtype=bool)
         # groups: one SimPy event per transfer()/transfer_many() call
         self._groups = _Columns(left=np.int64, first=np.int64, count=np.int64, single=bool)
         self._group_events: list[simpy.Event | None] = []  # None once fired
@@ -274,6 +290,8 @@ class FlowNetwork:
         self._tags.extend([tag] * count)
         self.bytes_requested += float(sizes.sum())
 
+        if self._new_routes:
+            self._prune()
         local = lengths == 0  # src == dst: a local copy, done now
         if local.any():
             self._flows.first_byte[ids[local]] = now
@@ -299,6 +317,8 @@ class FlowNetwork:
         if cached is None:
             route = self.paths.path(src, dst)
             cached = self._route_cache[key] = (route, float(self.paths.latency_s[route].sum()))
+            if len(route):
+                self._new_routes.append(route)
         return cached
 
     def _schedule_arrival(self, delay_s: float, ids: np.ndarray) -> None:
@@ -366,28 +386,75 @@ class FlowNetwork:
             ids, sizes = ids[~empty], sizes[~empty]
         if not ids.size:
             return
-        counts = flows.link_count[ids]
-        starts = flows.link_offset[ids]
-        total = int(counts.sum())
-        # gather each flow's link ids from the store without a Python loop
-        first = np.repeat(np.cumsum(counts) - counts, counts)
-        within = np.arange(total, dtype=np.int64) - first
-        links = self._link_store.link[np.repeat(starts, counts) + within]
+        which, links = self._links_of(ids)
+        keep = ~self._redundant[links]
+        which, links = which[keep], links[keep]
         base = self._act_id.size
-        self._pair_pos = np.concatenate((self._pair_pos, base + np.repeat(np.arange(ids.size), counts)))
+        self._pair_pos = np.concatenate((self._pair_pos, base + which))
         self._pair_link = np.concatenate((self._pair_link, links))
         self._act_id = np.concatenate((self._act_id, ids))
         self._act_size = np.concatenate((self._act_size, sizes))
         self._act_remaining = np.concatenate((self._act_remaining, sizes))
         self._act_rate = np.concatenate((self._act_rate, np.zeros(ids.size)))
 
+    def _links_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All (index into `ids`, link id) pairs of the flows `ids`, gathered without a loop."""
+        flows = self._flows
+        counts = flows.link_count[ids]
+        total = int(counts.sum())
+        which = np.repeat(np.arange(ids.size), counts)
+        within = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        return which, self._link_store.link[flows.link_offset[ids][which] + within]
+
+    def _prune(self) -> None:
+        """Mark links that can never be a flow's binding constraint; the solver skips them.
+
+        Link a carries only flows that arrive over its in-links (the links just before it on
+        every route through it), so its load never exceeds the sum of their capacities; if that
+        sum is <= a's capacity, a never binds. Likewise with out-links. (A route starting on a
+        has no in-link there, so a starts-on link uses out-links only, an ends-on link in-links
+        only.) To never let two links excuse each other, a bound by a single link of equal
+        capacity only counts when that link has the lower id: the chain of excuses then strictly
+        decreases in (capacity, id) and ends on an enforced link. On a multi-node fabric this
+        leaves the NIC ports and the NVSwitch ports of a flow, not the PCIe hops to the NIC or
+        a non-blocking leaf/spine.
+        """
+        routes, self._new_routes = self._new_routes, []
+        n_links = self._n_links
+        for route in routes:
+            self._starts[route[0]] = True
+            self._ends[route[-1]] = True
+        codes = [route[:-1] * n_links + route[1:] for route in routes if len(route) > 1]
+        if codes:
+            self._adjacent = np.union1d(self._adjacent, np.concatenate(codes))
+        before, after = self._adjacent // n_links, self._adjacent % n_links
+        capacity = self._capacity_Bps
+        redundant = np.zeros(n_links, dtype=bool)
+        for near, far, open_end in ((before, after, self._starts), (after, before, self._ends)):
+            # bound on link `far` by the links `near` next to it on every route
+            total = np.bincount(far, weights=capacity[near], minlength=n_links)
+            count = np.bincount(far, minlength=n_links)
+            single = np.zeros(n_links, dtype=np.int64)
+            single[far] = near  # the only neighbour where count == 1
+            excuse = (count >= 2) | (capacity[single] < capacity) | (
+                (capacity[single] == capacity) & (single < np.arange(n_links)))
+            redundant |= (count > 0) & ~open_end & excuse & (total <= capacity * (1 + 1e-12))
+        if not np.array_equal(redundant, self._redundant):
+            self._redundant = redundant
+            self._rebuild_pairs()
+
+    def _rebuild_pairs(self) -> None:
+        """Recompute the active flows' solver pairs after the set of skipped links changed."""
+        which, links = self._links_of(self._act_id)
+        keep = ~self._redundant[links]
+        self._pair_pos, self._pair_link = which[keep], links[keep]
+
     def _finish_active(self, done: np.ndarray, now: float) -> None:
         pair_done = done[self._pair_pos]
-        self.bytes_on_link += np.bincount(
-            self._pair_link[pair_done], weights=self._act_size[self._pair_pos[pair_done]],
-            minlength=self._n_links,
-        )
         ids = self._act_id[done]
+        which, links = self._links_of(ids)
+        self.bytes_on_link += np.bincount(links, weights=self._act_size[done][which],
+                                          minlength=self._n_links)
         keep = ~done
         new_pos = np.cumsum(keep) - 1
         self._pair_pos = new_pos[self._pair_pos[~pair_done]]
@@ -416,8 +483,8 @@ class FlowNetwork:
         self.solves += 1
         self.solve_rounds += rounds
         if self.on_solve is not None:
-            link_rate = np.bincount(self._pair_link, weights=self._act_rate[self._pair_pos],
-                                    minlength=self._n_links)
+            which, links = self._links_of(self._act_id)
+            link_rate = np.bincount(links, weights=self._act_rate[which], minlength=self._n_links)
             self.on_solve(self.env.now, link_rate)
 
     def _complete(self, ids: np.ndarray, now: float) -> None:

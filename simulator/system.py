@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
-import numpy as np
 
 import topologies
 from simulator.calibration import CalibrationTable
@@ -66,22 +65,22 @@ def _build(scenario: Scenario) -> System:
     ep, tp = _parallel_sizes(scenario, gpus)
     tokens_per_sequence = workload.seq_len if workload.phase == "prefill" else 1
     tokens = workload.batch * tokens_per_sequence
-    trace = _load_trace(scenario, model, tokens)
-    experts = trace.experts[: workload.iterations, :, :tokens, :]
     ownership = token_ownership(workload.batch, tokens_per_sequence, gpus, tp)
     node_of = [graph.nodes[name].get("node_id", 0) for name in topologies.gpu_nodes(graph)]
     placement = make_placement(scenario.balancer.kind, PlacementRequest(
         model.moe_layers, model.experts, list(range(ep)), node_of,
         scenario.balancer.model_dump(exclude={"kind"}),
     ))
+    devices = [graph.nodes[name]["device"] for name in topologies.gpu_nodes(graph)]
+    memory = _check_memory(model, placement, ownership, tokens, workload.seq_len, devices, tp)
+    trace = _load_trace(scenario, model, tokens)
+    experts = trace.experts[: workload.iterations, :, :tokens, :]
     plan = plan_routing(experts, ownership, placement, gpus, model.experts)
     calibration = (
         CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))
         if scenario.compute.calibration else None
     )
-    devices = [graph.nodes[name]["device"] for name in topologies.gpu_nodes(graph)]
     compute = [ComputeModel(gpu_spec(device), calibration) for device in devices]
-    memory = _check_memory(model, placement, ownership, plan, workload.seq_len, devices, tp)
     return System(scenario, model, graph, trace, tokens, workload.seq_len, tp, ownership, placement,
                   plan, compute, memory)
 
@@ -124,15 +123,16 @@ def _load_trace(scenario: Scenario, model, tokens: int) -> RoutingTrace:
                         "workload.trace")
 
 
-def _check_memory(model, placement, ownership, plan, context_len, devices, tp) -> list[MemoryUse]:
+def _check_memory(model, placement, ownership, tokens, context_len, devices, tp) -> list[MemoryUse]:
+    """Checked before the trace is built, so an impossible batch fails fast; the largest expert
+    intermediate is bounded by every token choosing one expert (a token picks an expert once)."""
     uses = []
-    max_pairs = plan.expert_pairs.max(axis=(0, 1, 3)) if plan.expert_pairs.size else np.zeros(len(devices))
     for rank, device in enumerate(devices):
         group = ownership.group_of(rank)
         use = gpu_memory_use(
             model, rank, placement.replica_count(rank), tp,
             int(ownership.group_sequences[group]), int(ownership.group_tokens[group]), context_len,
-            int(max_pairs[rank]),
+            tokens,
         )
         check_fits(use, gpu_spec(device).memory_bytes, rank, device)
         uses.append(use)

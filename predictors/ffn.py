@@ -108,7 +108,7 @@ class FFNPredictor(TokenPredictor):
 
     def __init__(self, hidden: int | None = None, size: int | None = None, epochs: int = 4,
                  batch: int = 256, lr: float = 1e-2, embed: int = 32, buckets: int = 8192,
-                 inputs: str = "auto", previous_layer: bool = True, max_samples: int = 32768,
+                 inputs: str = "auto", previous_layer: bool = True, max_samples: int = 16384,
                  seed: int = 0):
         self.hidden = hidden
         self.size = size

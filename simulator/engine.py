@@ -18,6 +18,7 @@ from topologies.paths import PathTable, gpu_nodes
 
 COMPUTE = "compute"
 COMM = "comm"
+COPY = "copy"
 
 
 class CountingEnvironment(simpy.Environment):
@@ -122,13 +123,14 @@ class Cluster:
             )
         done.succeed()
 
-    def transfer(self, rank: int, src: str, dst: str, nbytes: float, phase: str, name: str,
-                 iteration: int, layer: int) -> Generator:
-        """A point-to-point copy on the GPU's comm stream (e.g. expert weights to a new replica)."""
-        with self._streams[rank, COMM].request() as slot:
-            yield slot
-            start_s = self.env.now
-            yield self.net.transfer(src, dst, nbytes, tag=name)
-            self.spans.append(
-                Span(rank, COMM, phase, name, iteration, layer, start_s, self.env.now, 0.0, nbytes)
-            )
+    def copy(self, rank: int, src: str, dst: str, nbytes: float, phase: str, name: str,
+             iteration: int, layer: int) -> Generator:
+        """A point-to-point copy by the GPU's copy engine (e.g. expert weights to a new replica).
+
+        Copy engines run beside the compute and NCCL streams, so copies take no stream slot;
+        they still share every link with the other flows. Recorded on the `copy` track.
+        """
+        start_s = self.env.now
+        yield self.net.transfer(src, dst, nbytes, tag=name)
+        self.spans.append(
+            Span(rank, COPY, phase, name, iteration, layer, start_s, self.env.now, 0.0, nbytes))

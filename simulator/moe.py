@@ -43,6 +43,15 @@ class MoEPipeline:
         self._ep_group = list(range(system.gpus))
         self._token_bytes = self.model.hidden * self.model.dtype_bytes
         self._expert_cost = [lru_cache(maxsize=None)(self._make_expert_cost(r)) for r in range(system.gpus)]
+        # one event per replica weight copy, succeeded by the sender, awaited by the receiver
+        env = cluster.env
+        self._copy_done = {
+            (it, copy.layer, copy.dst, copy.expert): env.event()
+            for it, copies in enumerate(system.strategy.copies) for copy in copies
+        }
+        self._arrivals: dict[tuple[int, int, int], list] = {}
+        for (it, moe, dst, _), done in self._copy_done.items():
+            self._arrivals.setdefault((it, moe, dst), []).append(done)
 
     def start(self) -> list:
         env = self.cluster.env
@@ -52,12 +61,38 @@ class MoEPipeline:
         """One GPU's whole run: every iteration, every layer."""
         for iteration in range(self.system.scenario.workload.iterations):
             self.marks.append(Mark(rank, iteration, -1, self.cluster.env.now))
+            yield from self.predict(rank, iteration)
             for layer in range(self.model.layers):
                 yield from self.layer(rank, iteration, layer)
                 self.marks.append(Mark(rank, iteration, layer, self.cluster.env.now))
 
+    def predict(self, rank: int, iteration: int):
+        """The predictor's inference for this iteration, if it runs now (once per window for
+        Distribution-Only, every iteration on the GPU's own tokens for Token-to-Expert)."""
+        cost = self.system.strategy.predictor_cost[iteration][rank]
+        if cost is not None:
+            kernel = self.system.compute[rank].roofline("predictor", cost.flops, cost.bytes)
+            yield from self.cluster.kernel(rank, kernel, "predictor", iteration, 0)
+
+    def send_replicas(self, rank: int, iteration: int, moe: int, layer: int) -> None:
+        """Start this GPU's weight copies for `layer`: they overlap its attention and contend with
+        the other flows; the receiver's experts of this layer wait for them."""
+        for copy in self.system.strategy.copies[iteration]:
+            if copy.layer == moe and copy.src == rank:
+                done = self._copy_done[iteration, moe, copy.dst, copy.expert]
+                self.cluster.env.process(self._copy(copy, done, iteration, layer))
+
+    def _copy(self, copy, done, iteration: int, layer: int):
+        cluster = self.cluster
+        yield from cluster.copy(copy.src, cluster.gpus[copy.src], cluster.gpus[copy.dst],
+                                float(self.model.expert_bytes), "replication",
+                                f"replicate_e{copy.expert}", iteration, layer)
+        done.succeed()
+
     def layer(self, rank: int, iteration: int, layer: int):
         system, cluster = self.system, self.cluster
+        if layer in self._moe_index:
+            self.send_replicas(rank, iteration, self._moe_index[layer], layer)
         ownership = system.ownership
         group = ownership.group_of(rank)
         members = ownership.members(group)
@@ -89,6 +124,11 @@ class MoEPipeline:
         moe = self._moe_index[layer]
         plan = self.system.plan
         pairs = plan.dispatch_pairs[iteration, moe]
+        presend = None
+        if plan.presend_pairs is not None:
+            # Token-to-Expert: send tokens to their predicted GPUs while the gate runs
+            presend = cluster.env.process(self._all_to_all(
+                "dispatch", rank, plan.presend_pairs[iteration, moe], iteration, layer, "presend"))
         yield from cluster.kernel(rank, compute.router(owned, self.model), "gate", iteration, layer)
 
         shared = None
@@ -96,10 +136,18 @@ class MoEPipeline:
             cost = compute.shared_experts(owned, self.model)
             shared = cluster.env.process(cluster.kernel(rank, cost, "expert", iteration, layer))
 
-        yield from self._all_to_all("dispatch", rank, pairs, iteration, layer)
+        if presend is None:
+            yield from self._all_to_all("dispatch", rank, pairs, iteration, layer)
+        else:
+            yield presend
+            yield from self._all_to_all("dispatch", rank, plan.correction_pairs[iteration, moe],
+                                        iteration, layer, "correction")
+        arrivals = self._arrivals.get((iteration, moe, rank))
+        if arrivals:
+            yield cluster.env.all_of(arrivals)
         tokens = plan.expert_pairs[iteration, moe, rank]
         if self.system.scenario.compute.grouped_gemm:
-            hosted = self.system.placement.hosted(moe, rank)
+            hosted = self.system.strategy.placements[iteration].hosted(moe, rank)
             cost = compute.grouped_expert_ffn(tokens[hosted], self.model)
             yield from cluster.kernel(rank, cost, "expert", iteration, layer)
         else:
@@ -110,14 +158,16 @@ class MoEPipeline:
             yield shared
         yield from self._all_to_all("combine", rank, pairs.T, iteration, layer)
 
-    def _all_to_all(self, phase: str, rank: int, pairs: np.ndarray, iteration: int, layer: int):
+    def _all_to_all(self, phase: str, rank: int, pairs: np.ndarray, iteration: int, layer: int,
+                    name: str | None = None):
         matrix = pairs * float(self._token_bytes)
         np.fill_diagonal(matrix, 0.0)
         net = self.cluster.net
+        name = name or phase
         yield from self.cluster.collective(
-            rank, (phase, iteration, layer), self._ep_group,
+            rank, (name, iteration, layer), self._ep_group,
             lambda names: collectives.all_to_all(net, names, matrix),
-            phase, f"{phase}_all_to_all", iteration, layer,
+            phase, f"{name}_all_to_all", iteration, layer,
             nbytes_of=lambda r: float(matrix[r].sum()),
         )
 

@@ -105,13 +105,19 @@ def _explicit_replicas(explicit: dict, expert: int, ep_ranks: list[int], field: 
 
 Balancer = Callable[[PlacementRequest], Placement]
 
-BALANCERS: dict[str, Balancer] = {"static": static_placement}
+def balancers() -> dict[str, Balancer]:
+    """The balancer registry: static here, the predictive ones from `simulator.balancers`
+    (imported on use: they import this module for `Placement`)."""
+    from simulator.balancers import BALANCERS_EXTRA
+
+    return {"static": static_placement, **BALANCERS_EXTRA}
 
 
 def make_placement(kind: str, request: PlacementRequest) -> Placement:
-    if kind not in BALANCERS:
-        raise ScenarioError(f"unknown balancer {kind!r}; known: {', '.join(BALANCERS)}", "balancer.kind")
-    return BALANCERS[kind](request)
+    known = balancers()
+    if kind not in known:
+        raise ScenarioError(f"unknown balancer {kind!r}; known: {', '.join(known)}", "balancer.kind")
+    return known[kind](request)
 
 
 def assign_replicas(experts: np.ndarray, layer_replicas, layer_shares) -> np.ndarray:

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from simulator.engine import COMM, COMPUTE, Span
+from simulator.engine import COMM, COMPUTE, COPY, Span
+
+STREAMS = (COMPUTE, COMM, COPY)  # timeline thread ids, in this order
 from simulator.moe import PHASES, Mark
 
 
@@ -25,7 +27,7 @@ def spans_table(spans: list[Span]) -> dict[str, np.ndarray]:
     phase_id = {p: i for i, p in enumerate(PHASES)}
     return {
         "gpu": np.array([s.gpu for s in spans], dtype=np.int64),
-        "stream": np.array([s.stream == COMM for s in spans], dtype=np.int64),
+        "stream": np.array([STREAMS.index(s.stream) for s in spans], dtype=np.int64),
         "phase": np.array([phase_id[s.phase] for s in spans], dtype=np.int64),
         "iteration": np.array([s.iteration for s in spans], dtype=np.int64),
         "layer": np.array([s.layer for s in spans], dtype=np.int64),
@@ -101,8 +103,10 @@ def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str,
         "breakdown_s": breakdown,
         "overlap_s": float(sum(breakdown.values()) - iteration_latency.mean()),
         "skewness": {k: float(v.mean()) for k, v in skew.items()},
-        "predictor": {"name": system.scenario.predictor.kind, "error": None, "accuracy": None,
-                      "overhead_s": breakdown["predictor"]},
+        "predictor": {"name": system.strategy.name, "family": system.strategy.family,
+                      "error": system.strategy.error, "accuracy": system.strategy.accuracy,
+                      "overhead_s": breakdown["predictor"], "fit_s": system.strategy.fit_s},
+        "replicas": replica_summary(system),
         "gpu_utilization": gpu_utilization(table, system.gpus, makespan),
         "link_utilization": link_utilization(cluster, makespan),
         "memory_GB": {f"gpu{r}": round(m.total / 1e9, 3) for r, m in enumerate(system.memory)},
@@ -139,7 +143,7 @@ def _max_over_mean(load: np.ndarray) -> np.ndarray:
 
 def gpu_utilization(table: dict[str, np.ndarray], gpus: int, makespan: float) -> dict[str, float]:
     """Fraction of the run each GPU's compute stream was busy."""
-    compute = table["stream"] == 0
+    compute = table["stream"] == STREAMS.index(COMPUTE)
     busy = np.bincount(table["gpu"][compute], weights=(table["end"] - table["start"])[compute],
                        minlength=gpus)
     return {f"gpu{r}": float(busy[r] / makespan) if makespan else 0.0 for r in range(gpus)}
@@ -157,16 +161,33 @@ def link_utilization(cluster, makespan: float) -> dict[str, float]:
 
 
 def conservation(system) -> dict[str, int]:
-    """Pair and byte counts that must balance: routed = computed, dispatched = combined."""
+    """Pair and byte counts that must balance: routed = computed; the combine returns exactly the
+    true remote pairs; with pre-sending, dispatched = pre-sent + corrections."""
     plan = system.plan
-    experts = system.trace.experts[: system.scenario.workload.iterations, :, : system.tokens]
-    dispatched = plan.dispatch_pairs.sum() - np.trace(plan.dispatch_pairs, axis1=2, axis2=3).sum()
+    token_bytes = system.model.hidden * system.model.dtype_bytes
+    remote = _off_diagonal(plan.dispatch_pairs)
+    sent = remote if plan.presend_pairs is None else (
+        _off_diagonal(plan.presend_pairs) + _off_diagonal(plan.correction_pairs))
+    experts = system.trace.experts[system.history: system.history + system.scenario.workload.iterations]
     return {
-        "pairs_routed": int(experts.shape[0] * experts.shape[1] * experts.shape[2] * experts.shape[3]),
+        "pairs_routed": int(np.prod(experts[:, :, : system.tokens].shape)),
         "pairs_computed": int(plan.expert_pairs.sum()),
-        "bytes_dispatched": int(dispatched) * system.model.hidden * system.model.dtype_bytes,
-        "bytes_combined": int(dispatched) * system.model.hidden * system.model.dtype_bytes,
+        "bytes_dispatched": sent * token_bytes,
+        "bytes_combined": remote * token_bytes,
     }
+
+
+def _off_diagonal(pairs: np.ndarray) -> int:
+    return int(pairs.sum() - np.trace(pairs, axis1=2, axis2=3).sum())
+
+
+def replica_summary(system) -> dict[str, float]:
+    """Mean replicas added per iteration (beyond one per expert) and weight copies made."""
+    placements, copies = system.strategy.placements, system.strategy.copies
+    extra = [sum(len(g) - 1 for layer in p.replicas for g in layer) for p in placements]
+    return {"extra_per_iteration": float(np.mean(extra)),
+            "copies": int(sum(len(c) for c in copies)),
+            "copied_bytes": float(sum(len(c) for c in copies) * system.model.expert_bytes)}
 
 
 def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system) -> list[dict[str, Any]]:
@@ -193,12 +214,12 @@ def chrome_trace(spans: list[Span], gpus: int) -> dict[str, Any]:
     for rank in range(gpus):
         events.append({"ph": "M", "pid": rank, "tid": 0, "name": "process_name",
                        "args": {"name": f"gpu{rank}"}})
-        for tid, stream in enumerate((COMPUTE, COMM)):
+        for tid, stream in enumerate(STREAMS):
             events.append({"ph": "M", "pid": rank, "tid": tid, "name": "thread_name",
                            "args": {"name": stream}})
     for span in sorted(spans, key=lambda s: (s.gpu, s.stream, s.start_s)):
         events.append({
-            "ph": "X", "pid": span.gpu, "tid": 0 if span.stream == COMPUTE else 1,
+            "ph": "X", "pid": span.gpu, "tid": STREAMS.index(span.stream),
             "name": span.name, "cat": span.phase,
             "ts": span.start_s * 1e6, "dur": (span.end_s - span.start_s) * 1e6,
             "args": {"iteration": span.iteration, "layer": span.layer, "phase": span.phase,

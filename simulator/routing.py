@@ -53,28 +53,49 @@ class RoutingPlan:
 
     Counts are (token, k) pairs: a token whose two experts live on the same remote GPU is sent
     twice, as in a per-choice all-to-all (vLLM, Megatron); conservation is per pair.
+    With token-level pre-sending, `presend_pairs` go to the *predicted* GPUs before the gate and
+    `correction_pairs` are the true pairs whose GPU the token was not pre-sent to; the plain
+    dispatch is then not run (the combine still returns every true pair to its owner).
     """
 
-    dispatch_pairs: np.ndarray  # [iterations, moe_layers, gpus, gpus]
+    dispatch_pairs: np.ndarray  # [iterations, moe_layers, gpus, gpus] true pairs owner -> GPU
     expert_pairs: np.ndarray  # [iterations, moe_layers, gpus, experts]
     owned_tokens: np.ndarray  # [gpus]
+    presend_pairs: np.ndarray | None = None  # [iterations, moe_layers, gpus, gpus]
+    correction_pairs: np.ndarray | None = None  # [iterations, moe_layers, gpus, gpus]
 
 
-def plan_routing(experts: np.ndarray, ownership: Ownership, placement: Placement, gpus: int,
-                 num_experts: int) -> RoutingPlan:
-    """experts: [iterations, moe_layers, tokens, top_k] of the trace, cut to this workload's tokens."""
+def _pair_matrix(owner_pairs: np.ndarray, gpu: np.ndarray, gpus: int) -> np.ndarray:
+    return np.bincount(owner_pairs * gpus + gpu, minlength=gpus * gpus).reshape(gpus, gpus)
+
+
+def plan_routing(experts: np.ndarray, ownership: Ownership, placements: list[Placement], gpus: int,
+                 num_experts: int, predicted: np.ndarray | None = None) -> RoutingPlan:
+    """experts: [iterations, moe_layers, tokens, top_k] true choices; placements: one per iteration;
+    predicted: the same shape, a token predictor's choices (enables pre-sending)."""
     iterations, layers, tokens, top_k = experts.shape
     owner_pairs = np.repeat(ownership.owner, top_k)
-    dispatch = np.zeros((iterations, layers, gpus, gpus), dtype=np.int64)
+    shape = (iterations, layers, gpus, gpus)
+    dispatch = np.zeros(shape, dtype=np.int64)
     computed = np.zeros((iterations, layers, gpus, num_experts), dtype=np.int64)
-    for layer in range(layers):
-        replicas, shares = placement.replicas[layer], placement.shares[layer]
-        for it in range(iterations):
-            gpu = assign_replicas(experts[it, layer], replicas, shares).ravel()
-            dispatch[it, layer] = np.bincount(owner_pairs * gpus + gpu, minlength=gpus * gpus).reshape(
-                gpus, gpus)
+    presend = np.zeros(shape, dtype=np.int64) if predicted is not None else None
+    correction = np.zeros(shape, dtype=np.int64) if predicted is not None else None
+    for it in range(iterations):
+        placement = placements[it]
+        for layer in range(layers):
+            replicas, shares = placement.replicas[layer], placement.shares[layer]
+            gpu = assign_replicas(experts[it, layer], replicas, shares)
+            dispatch[it, layer] = _pair_matrix(owner_pairs, gpu.ravel(), gpus)
             flat = experts[it, layer].ravel()
-            computed[it, layer] = np.bincount(gpu * num_experts + flat,
+            computed[it, layer] = np.bincount(gpu.ravel() * num_experts + flat,
                                               minlength=gpus * num_experts).reshape(gpus, num_experts)
+            if predicted is None:
+                continue
+            guessed = assign_replicas(predicted[it, layer], replicas, shares)
+            presend[it, layer] = _pair_matrix(owner_pairs, guessed.ravel(), gpus)
+            covered = (gpu[:, :, None] == guessed[:, None, :]).any(axis=-1) | (
+                gpu == ownership.owner[:, None])
+            correction[it, layer] = _pair_matrix(owner_pairs[~covered.ravel()], gpu.ravel()[~covered.ravel()],
+                                                 gpus)
     owned = np.bincount(ownership.owner, minlength=gpus)
-    return RoutingPlan(dispatch, computed, owned)
+    return RoutingPlan(dispatch, computed, owned, presend, correction)

@@ -6,17 +6,19 @@ trace whose shape disagrees with the model or a batch that cannot fit fails befo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
+import numpy as np
 
 import topologies
 from simulator.calibration import CalibrationTable
 from simulator.compute import ComputeModel
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.memory import MemoryUse, check_fits, gpu_memory_use
-from simulator.placement import Placement, PlacementRequest, make_placement
+from simulator.placement import PlacementRequest, make_placement
+from simulator.strategy import Strategy, plan_strategy, predictor_settings
 from simulator.routing import Ownership, RoutingPlan, plan_routing, token_ownership
 from simulator.scenario import Scenario
 from topologies.devices import gpu_spec
@@ -31,11 +33,12 @@ class System:
     model: Any
     graph: nx.DiGraph
     trace: RoutingTrace
+    history: int  # leading trace iterations the predictor fitted on (not simulated)
     tokens: int  # tokens per iteration (batch x seq_len for prefill, batch for decode)
     context_len: int
     tp: int
     ownership: Ownership
-    placement: Placement
+    strategy: Strategy
     plan: RoutingPlan
     compute: list[ComputeModel]  # per GPU rank
     memory: list[MemoryUse]  # per GPU rank
@@ -57,8 +60,6 @@ def _build(scenario: Scenario) -> System:
     workload = scenario.workload
     if workload.mode == "training":
         raise ScenarioError("training mode is not simulated yet; allowed: inference", "workload.mode")
-    if scenario.predictor.kind != "none":
-        raise ScenarioError(f"unknown predictor {scenario.predictor.kind!r}; known: none", "predictor.kind")
     model = model_spec(scenario.model, field="model")
     graph = topologies.build(dict(scenario.topology), field="topology")
     gpus = len(topologies.gpu_nodes(graph))
@@ -67,22 +68,55 @@ def _build(scenario: Scenario) -> System:
     tokens = workload.batch * tokens_per_sequence
     ownership = token_ownership(workload.batch, tokens_per_sequence, gpus, tp)
     node_of = [graph.nodes[name].get("node_id", 0) for name in topologies.gpu_nodes(graph)]
-    placement = make_placement(scenario.balancer.kind, PlacementRequest(
-        model.moe_layers, model.experts, list(range(ep)), node_of,
-        scenario.balancer.model_dump(exclude={"kind"}),
-    ))
     devices = [graph.nodes[name]["device"] for name in topologies.gpu_nodes(graph)]
-    memory = _check_memory(model, placement, ownership, tokens, workload.seq_len, devices, tp)
-    trace = _load_trace(scenario, model, tokens)
-    experts = trace.experts[: workload.iterations, :, :tokens, :]
-    plan = plan_routing(experts, ownership, placement, gpus, model.experts)
+    predictor_spec = scenario.predictor.model_dump()
+    balancer_config = scenario.balancer.model_dump(exclude={"kind"})
+    history, _, _ = predictor_settings(predictor_spec)
+    base = PlacementRequest(model.moe_layers, model.experts, list(range(ep)), node_of, {},
+                            redundant=ep)
+    static = make_placement("static", replace(base, config=balancer_config if
+                                              scenario.balancer.kind == "static" else {}))
+    memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp)
+    trace = _load_trace(scenario, model, tokens, history)
+    base = replace(base, slots_per_gpu=_replica_slots(model, memory, devices, ep),
+                   transitions=_transitions(trace, history, tokens, model.experts))
+    strategy = plan_strategy(
+        model=model, trace=trace, history=history, iterations=workload.iterations, tokens=tokens,
+        owned_tokens=np.bincount(ownership.owner, minlength=gpus), predictor_spec=predictor_spec,
+        balancer_kind=scenario.balancer.kind, balancer_config=balancer_config, base_request=base,
+        static=static)
+    experts = trace.experts[history: history + workload.iterations, :, :tokens, :]
+    plan = plan_routing(experts, ownership, strategy.placements, gpus, model.experts,
+                        strategy.predicted_experts if strategy.presend else None)
+    memory = _check_memory(model, strategy.placements, ownership, tokens, workload.seq_len, devices, tp)
     calibration = (
         CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))
         if scenario.compute.calibration else None
     )
     compute = [ComputeModel(gpu_spec(device), calibration) for device in devices]
-    return System(scenario, model, graph, trace, tokens, workload.seq_len, tp, ownership, placement,
-                  plan, compute, memory)
+    return System(scenario, model, graph, trace, history, tokens, workload.seq_len, tp, ownership,
+                  strategy, plan, compute, memory)
+
+
+def _replica_slots(model, memory: list[MemoryUse], devices: list[str], ep: int) -> int:
+    """Expert replicas per layer one GPU can hold: its round-robin share plus what free memory
+    allows when every MoE layer adds the same number of replicas."""
+    base = -(-model.experts // ep)
+    per_slot = model.expert_bytes * model.moe_layers
+    free = min(gpu_spec(d).memory_bytes - m.total for d, m in zip(devices, memory))
+    return int(min(model.experts, base + max(0, free // per_slot)))
+
+
+def _transitions(trace, history: int, tokens: int, experts: int) -> np.ndarray | None:
+    """[layers - 1, E, E] first-choice co-routing counts over the history iterations (seen data)."""
+    if history == 0 or trace.layers < 2:
+        return None
+    first = trace.experts[:history, :, :tokens, 0]
+    pair = first[:, :-1] * experts + first[:, 1:]  # [history, layers - 1, tokens]
+    layers = pair.shape[1]
+    offsets = (np.arange(layers) * experts * experts)[None, :, None]
+    counts = np.bincount((pair + offsets).ravel(), minlength=layers * experts * experts)
+    return counts.reshape(layers, experts, experts)
 
 
 def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:
@@ -101,9 +135,10 @@ def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:
     return ep, tp
 
 
-def _load_trace(scenario: Scenario, model, tokens: int) -> RoutingTrace:
+def _load_trace(scenario: Scenario, model, tokens: int, history: int) -> RoutingTrace:
+    """The trace: `history` iterations the predictor fits on, then the simulated ones."""
     spec = dict(scenario.workload.trace)
-    iterations = scenario.workload.iterations
+    iterations = history + scenario.workload.iterations
     if set(spec) == {"synthetic"}:
         knobs = dict(spec["synthetic"] or {})
         try:
@@ -117,20 +152,23 @@ def _load_trace(scenario: Scenario, model, tokens: int) -> RoutingTrace:
         if trace.iterations < iterations or trace.tokens < tokens:
             raise ScenarioError(
                 f"trace has {trace.iterations} iterations x {trace.tokens} tokens; the workload needs "
-                f"{iterations} x {tokens}", "workload.trace.file")
+                f"{iterations} x {tokens} (predictor history {history} + {iterations - history} "
+                "simulated)", "workload.trace.file")
         return trace
     raise ScenarioError(f"expected {{synthetic: {{...}}}} or {{file: path.npz}}, got keys {sorted(spec)}",
                         "workload.trace")
 
 
-def _check_memory(model, placement, ownership, tokens, context_len, devices, tp) -> list[MemoryUse]:
-    """Checked before the trace is built, so an impossible batch fails fast; the largest expert
-    intermediate is bounded by every token choosing one expert (a token picks an expert once)."""
+def _check_memory(model, placements, ownership, tokens, context_len, devices, tp) -> list[MemoryUse]:
+    """Checked before the trace is built (static placement), so an impossible batch fails fast,
+    and again with the planned placements (the most replicas a GPU holds in any iteration).
+    The largest expert intermediate is bounded by all tokens choosing one expert."""
+    placements = placements if isinstance(placements, list) else [placements]
     uses = []
     for rank, device in enumerate(devices):
         group = ownership.group_of(rank)
         use = gpu_memory_use(
-            model, rank, placement.replica_count(rank), tp,
+            model, rank, max(p.replica_count(rank) for p in placements), tp,
             int(ownership.group_sequences[group]), int(ownership.group_tokens[group]), context_len,
             tokens,
         )

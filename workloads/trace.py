@@ -27,7 +27,7 @@ from workloads.models import ModelSpec
 _OPTIONAL = ("token_ids", "features", "weights")
 
 
-@dataclass
+@dataclass(eq=False)  # arrays: == would be elementwise, so compare fields explicitly
 class RoutingTrace:
     """Routing decisions of a model on a token stream; see the module docstring for shapes."""
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "collective": "collective",
     "kernel": "kernel",
     "trace": "trace",
+    "gps": "gps",
 }
 
 

@@ -21,7 +21,7 @@ from simulator.errors import ScenarioError
 from simulator.placement import Placement, PlacementRequest, make_placement
 
 # Keys of the scenario's `predictor:` section that the simulator reads (the rest go to the predictor).
-PREDICTOR_RUN_KEYS = ("kind", "history", "window", "presend")
+PREDICTOR_RUN_KEYS = ("kind", "history", "replan_every", "presend")
 DEFAULT_HISTORY = 10
 
 
@@ -53,11 +53,11 @@ class Strategy:
 
 
 def predictor_settings(spec: dict[str, Any]) -> tuple[int, int, bool | None]:
-    """(history, window, presend) from the scenario's predictor section, validated."""
+    """(history, replan_every, presend) from the scenario's predictor section, validated."""
     history = spec.get("history", DEFAULT_HISTORY if spec.get("kind", "none") != "none" else 0)
-    window = spec.get("window", 1)
+    window = spec.get("replan_every", 1)
     presend = spec.get("presend")
-    for name, value, low in (("history", history, 0), ("window", window, 1)):
+    for name, value, low in (("history", history, 0), ("replan_every", window, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ScenarioError(f"must be an integer >= {low}, got {value!r}", f"predictor.{name}")
     if presend is not None and not isinstance(presend, bool):

@@ -5,11 +5,11 @@ Run: `.venv/bin/python benchmarks/bench_network.py [--quick] [--exact]`.
 Each case is one all-to-all (every GPU sends to every other, all flows at once) on an idle
 network: `equal` gives every pair 1 MiB, `random` draws each pair's bytes uniformly in
 [0, 2] MiB (seeded), so every flow ends at its own time and each end costs a rate solve. The
-256-GPU random case runs with ``finish_rtol=1e-3`` (flows within 0.1% of their bytes of done
-finish together) unless `--exact` (exact takes minutes: one solve per flow end over ~65k
-flows); the 64-GPU random case runs both ways to show what the tolerance changes. Routing (the
-PathTable's first look-up of every GPU pair) is timed apart from the simulation. `--quick`
-skips 256 GPUs.
+256-GPU random case runs with ``finish_rtol=1e-2`` (flows within 1% of their bytes of done finish
+together) unless `--exact` (exact takes many minutes: one solve per flow end over ~65k flows);
+the 64-GPU random case runs both ways, and `err` is the all-to-all time's relative difference
+from the exact run. Routing (the PathTable's first look-up of every GPU pair) is timed apart
+from the simulation. `--quick` skips 256 GPUs.
 """
 
 from __future__ import annotations
@@ -74,12 +74,12 @@ def bench(paths: PathTable, group: list[str], sizes, finish_rtol: float) -> dict
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 256-GPU cases")
-    parser.add_argument("--exact", action="store_true", help="256-GPU random case without finish_rtol (minutes)")
+    parser.add_argument("--exact", action="store_true", help="256-GPU random case without finish_rtol (long)")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     print(f"raw SimPy: {raw_simpy_events_per_s():,.0f} events/s (loop of timeouts)")
     header = (f"{'case':<26} {'GPUs':>5} {'flows':>7} {'solves':>7} {'rounds':>7} {'sim us':>9} "
-              f"{'wall s':>8} {'flows/s':>10} {'routing s':>9}")
+              f"{'err':>7} {'wall s':>8} {'flows/s':>10} {'routing s':>9}")
     print(header)
     print("-" * len(header))
     for gpus in (8, 64) if args.quick else (8, 64, 256):
@@ -88,13 +88,18 @@ def main(argv=None) -> None:
         random = rng.uniform(0, 2, (n, n)) * MiB
         cases = [("equal 1 MiB", MiB, 1e-10), ("random 0-2 MiB", random, 1e-10)]
         if gpus == 64:
-            cases.append(("random, finish_rtol 1e-3", random, 1e-3))
+            cases.append(("random, finish_rtol 1e-2", random, 1e-2))
         if gpus == 256 and not args.exact:
-            cases[1] = ("random, finish_rtol 1e-3", random, 1e-3)
+            cases[1] = ("random, finish_rtol 1e-2", random, 1e-2)
+        exact_us = None
         for name, sizes, finish_rtol in cases:
             row = bench(paths, group, sizes, finish_rtol)
+            if name.startswith("random") and finish_rtol < 1e-6:
+                exact_us = row["sim_us"]
+            err = f"{row['sim_us'] / exact_us - 1:+.2%}" if "finish_rtol" in name and exact_us else ""
             print(f"{name:<26} {gpus:>5} {row['flows']:>7} {row['solves']:>7} {row['rounds']:>7} "
-                  f"{row['sim_us']:>9.1f} {row['wall_s']:>8.3f} {row['flows_per_s']:>10,.0f} {routing_s:>9.2f}")
+                  f"{row['sim_us']:>9.1f} {err:>7} {row['wall_s']:>8.3f} {row['flows_per_s']:>10,.0f} "
+                  f"{routing_s:>9.2f}")
             routing_s = 0.0
 
 

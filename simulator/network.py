@@ -107,9 +107,9 @@ def max_min_rates(
         kept = ~np.isnan(kept_rate_Bps)
         rate = np.where(kept, kept_rate_Bps, 0.0)
         kept_pair = kept[pair_flow]
-        capacity_left = capacity_Bps - np.bincount(
+        capacity_left = np.maximum(capacity_Bps - np.bincount(
             pair_link[kept_pair], weights=rate[pair_flow[kept_pair]], minlength=n_links
-        )
+        ), 0.0)
         # renumber the flows still to solve 0..m-1 so every round works on m, not n_flows
         free = np.flatnonzero(~kept)
         index = np.full(n_flows, -1, dtype=np.int64)
@@ -133,7 +133,7 @@ def max_min_rates(
         solved[frozen] = flow_min[frozen]
         leaving = frozen[pos]
         capacity_left -= np.bincount(link[leaving], weights=solved[pos[leaving]], minlength=n_links)
-        capacity_left[saturated] = 0.0
+        capacity_left[saturated | (capacity_left < 0)] = 0.0
         pos, link = pos[~leaving], link[~leaving]
     if free is None:
         return solved, rounds
@@ -480,6 +480,12 @@ class FlowNetwork:
         self._act_rate, rounds = max_min_rates(
             self._pair_pos, self._pair_link, self._capacity_Bps, self._act_id.size, kept_rate
         )
+        if kept_rate is not None and not np.all(self._act_rate > 0):
+            # rounding left a resumed solve without capacity for some flow: solve afresh
+            self._act_rate, more = max_min_rates(
+                self._pair_pos, self._pair_link, self._capacity_Bps, self._act_id.size
+            )
+            rounds += more
         self.solves += 1
         self.solve_rounds += rounds
         if self.on_solve is not None:

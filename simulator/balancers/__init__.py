@@ -4,11 +4,17 @@
 into its `BALANCERS` registry. See docs/balancers.md for the algorithms, their options and sources.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from simulator.balancers.common import BalancerWarning, dispatch_traffic, gpu_loads
 from simulator.balancers.eplb_policy import eplb
 from simulator.balancers.greedy import greedy_duplication
 from simulator.balancers.ilp import ilp_placement
-from simulator.placement import Placement, PlacementRequest
+
+if TYPE_CHECKING:  # at run time simulator.placement imports this package
+    from simulator.placement import Placement, PlacementRequest
 
 
 def oracle(request: PlacementRequest) -> Placement:

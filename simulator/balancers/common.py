@@ -7,12 +7,14 @@ scenario's `balancer:` mapping minus `kind`, so every error names `balancer.<key
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simulator.errors import ScenarioError
-from simulator.placement import Placement, PlacementRequest
+
+if TYPE_CHECKING:  # at run time simulator.placement imports this package
+    from simulator.placement import Placement, PlacementRequest
 
 
 class BalancerWarning(UserWarning):
@@ -153,6 +155,8 @@ def slot_limit(request: PlacementRequest, config_slots: int | None, config_key: 
 
 def equal_share_placement(layers: list[list[list[int]]]) -> Placement:
     """Replica ranks sorted ascending per expert, each replica taking an equal share."""
+    from simulator.placement import Placement  # here: simulator.placement imports this package
+
     replicas = tuple(tuple(tuple(sorted(gpus)) for gpus in layer) for layer in layers)
     shares = tuple(tuple(tuple([1.0 / len(g)] * len(g)) for g in layer) for layer in replicas)
     return Placement(replicas, shares)

@@ -12,6 +12,8 @@ land on distinct GPUs (our `Placement` needs it), and replicas per GPU respect t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from simulator.balancers.common import (
@@ -19,7 +21,9 @@ from simulator.balancers.common import (
     require_loads, slot_limit,
 )
 from simulator.errors import ScenarioError
-from simulator.placement import Placement, PlacementRequest
+
+if TYPE_CHECKING:  # at run time simulator.placement imports this package
+    from simulator.placement import Placement, PlacementRequest
 
 OPTIONS = ("redundant_experts", "groups")
 

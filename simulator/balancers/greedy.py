@@ -10,13 +10,17 @@ is the oracle balancer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from simulator.balancers.common import (
     check_options, ep_ranks, equal_share_placement, int_option, replica_budget, require_loads,
     slot_limit,
 )
-from simulator.placement import Placement, PlacementRequest
+
+if TYPE_CHECKING:  # at run time simulator.placement imports this package
+    from simulator.placement import Placement, PlacementRequest
 
 OPTIONS = ("replica_budget", "max_replicas_per_gpu")
 

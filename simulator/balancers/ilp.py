@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -30,7 +31,9 @@ from simulator.balancers.common import (
     BalancerWarning, check_options, choice_option, ep_ranks, equal_share_placement, float_option,
     int_option, optional_transitions, require_loads, slot_limit,
 )
-from simulator.placement import Placement, PlacementRequest
+
+if TYPE_CHECKING:  # at run time simulator.placement imports this package
+    from simulator.placement import Placement, PlacementRequest
 
 OPTIONS = ("time_limit_s", "weight", "mode", "mip_gap", "max_pairs", "max_experts_per_gpu")
 

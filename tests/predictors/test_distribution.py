@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -123,7 +123,7 @@ def test_predict_before_fit_and_bad_horizon_are_clear_errors():
     assert error.value.field == "horizon"
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays(np.int64, (4, 2, 3), elements=st.integers(0, 50)),
        st.sampled_from([MLEPredictor(), WindowPredictor(window=3), EWMAPredictor(alpha=0.7),
                         UniformPredictor()]))

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -31,7 +31,7 @@ def test_normalise_turns_zero_rows_uniform():
                                [[0.25] * 4, [0.25, 0.75, 0, 0]], rtol=1e-12)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays(np.int64, (3, 5), elements=st.integers(0, 100)),
        arrays(np.int64, (3, 5), elements=st.integers(0, 100)))
 def test_error_rate_lies_in_unit_interval_and_is_symmetric(a, b):

@@ -143,7 +143,8 @@ class FFNPredictor(TokenPredictor):
     def _fit(self, trace, iterations):
         rng = np.random.default_rng(self.seed)
         self.inputs_ = TokenInputs(self.inputs, trace, iterations, self.buckets, self.kind)
-        layers, experts, hidden = self.layers_, self.experts_, self.width
+        self.width_ = self.width
+        layers, experts, hidden = self.layers_, self.experts_, self.width_
         width = self.inputs_.width if self.inputs_.mode == "features" else self.embed
         params = {
             # Layer l's first matrix is w1[:, l*h:(l+1)*h]: one GEMM serves all layers.
@@ -196,7 +197,7 @@ class FFNPredictor(TokenPredictor):
     def _forward(self, inputs: np.ndarray, previous: np.ndarray):
         p = self.params_
         x = p["embedding"][inputs] if self.inputs_.mode == "token_ids" else inputs
-        n, layers, hidden = len(x), self.layers_, self.width
+        n, layers, hidden = len(x), self.layers_, self.width_
         pre = (x @ p["w1"]).reshape(n, layers, hidden).transpose(1, 0, 2)
         pre = np.ascontiguousarray(pre) + p["b1"][:, None, :]               # [L, n, h]
         if self.previous_layer:
@@ -236,7 +237,7 @@ class FFNPredictor(TokenPredictor):
         inputs = self.inputs_.raw(trace, iteration)
         previous = self._previous(trace.experts[iteration])                     # [L, T]
         tokens = len(inputs)
-        block = max(1, _PREDICT_BLOCK // (self.layers_ * self.width))
+        block = max(1, _PREDICT_BLOCK // (self.layers_ * self.width_))
         out = np.empty((self.layers_, tokens, self.top_k_), dtype=np.int64)
         for start in range(0, tokens, block):
             stop = min(tokens, start + block)

@@ -124,11 +124,6 @@ class MoEPipeline:
         moe = self._moe_index[layer]
         plan = self.system.plan
         pairs = plan.dispatch_pairs[iteration, moe]
-        presend = None
-        if plan.presend_pairs is not None:
-            # Token-to-Expert: send tokens to their predicted GPUs while the gate runs
-            presend = cluster.env.process(self._all_to_all(
-                "dispatch", rank, plan.presend_pairs[iteration, moe], iteration, layer, "presend"))
         yield from cluster.kernel(rank, compute.router(owned, self.model), "gate", iteration, layer)
 
         shared = None
@@ -136,12 +131,7 @@ class MoEPipeline:
             cost = compute.shared_experts(owned, self.model)
             shared = cluster.env.process(cluster.kernel(rank, cost, "expert", iteration, layer))
 
-        if presend is None:
-            yield from self._all_to_all("dispatch", rank, pairs, iteration, layer)
-        else:
-            yield presend
-            yield from self._all_to_all("dispatch", rank, plan.correction_pairs[iteration, moe],
-                                        iteration, layer, "correction")
+        yield from self._all_to_all("dispatch", rank, pairs, iteration, layer)
         arrivals = self._arrivals.get((iteration, moe, rank))
         if arrivals:
             yield cluster.env.all_of(arrivals)
@@ -158,16 +148,14 @@ class MoEPipeline:
             yield shared
         yield from self._all_to_all("combine", rank, pairs.T, iteration, layer)
 
-    def _all_to_all(self, phase: str, rank: int, pairs: np.ndarray, iteration: int, layer: int,
-                    name: str | None = None):
+    def _all_to_all(self, phase: str, rank: int, pairs: np.ndarray, iteration: int, layer: int):
         matrix = pairs * float(self._token_bytes)
         np.fill_diagonal(matrix, 0.0)
         net = self.cluster.net
-        name = name or phase
         yield from self.cluster.collective(
-            rank, (name, iteration, layer), self._ep_group,
+            rank, (phase, iteration, layer), self._ep_group,
             lambda names: collectives.all_to_all(net, names, matrix),
-            phase, f"{name}_all_to_all", iteration, layer,
+            phase, f"{phase}_all_to_all", iteration, layer,
             nbytes_of=lambda r: float(matrix[r].sum()),
         )
 

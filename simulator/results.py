@@ -161,19 +161,17 @@ def link_utilization(cluster, makespan: float) -> dict[str, float]:
 
 
 def conservation(system) -> dict[str, int]:
-    """Pair and byte counts that must balance: routed = computed; the combine returns exactly the
-    true remote pairs; with pre-sending, dispatched = pre-sent + corrections."""
+    """Pair and byte counts that must balance: routed = computed, dispatched = combined."""
     plan = system.plan
     token_bytes = system.model.hidden * system.model.dtype_bytes
     remote = _off_diagonal(plan.dispatch_pairs)
-    sent = remote if plan.presend_pairs is None else (
-        _off_diagonal(plan.presend_pairs) + _off_diagonal(plan.correction_pairs))
     experts = system.trace.experts[system.history: system.history + system.scenario.workload.iterations]
     return {
         "pairs_routed": int(np.prod(experts[:, :, : system.tokens].shape)),
         "pairs_computed": int(plan.expert_pairs.sum()),
-        "bytes_dispatched": sent * token_bytes,
+        "bytes_dispatched": remote * token_bytes,
         "bytes_combined": remote * token_bytes,
+        "pairs_presorted": plan.presorted_pairs,
     }
 
 

@@ -53,16 +53,39 @@ class RoutingPlan:
 
     Counts are (token, k) pairs: a token whose two experts live on the same remote GPU is sent
     twice, as in a per-choice all-to-all (vLLM, Megatron); conservation is per pair.
-    With token-level pre-sending, `presend_pairs` go to the *predicted* GPUs before the gate and
-    `correction_pairs` are the true pairs whose GPU the token was not pre-sent to; the plain
-    dispatch is then not run (the combine still returns every true pair to its owner).
     """
 
     dispatch_pairs: np.ndarray  # [iterations, moe_layers, gpus, gpus] true pairs owner -> GPU
     expert_pairs: np.ndarray  # [iterations, moe_layers, gpus, experts]
     owned_tokens: np.ndarray  # [gpus]
-    presend_pairs: np.ndarray | None = None  # [iterations, moe_layers, gpus, gpus]
-    correction_pairs: np.ndarray | None = None  # [iterations, moe_layers, gpus, gpus]
+    presorted_pairs: int = 0  # pairs that needed no dispatch thanks to predicted ownership
+
+
+def predicted_ownership(ownership: Ownership, target: np.ndarray) -> np.ndarray:
+    """Owners chosen so each token lands, through the reduce-scatter, on its predicted GPU.
+
+    Token-to-Expert pre-sending (MoE-GPS): the reduce-scatter that ends attention already moves
+    every token to some GPU of its attention group; steering each token to the GPU of its
+    predicted first expert skips the dispatch for correctly predicted pairs. Each member keeps
+    its reduce-scatter slice size; tokens that do not fit where predicted fill the free slots.
+    """
+    owner = ownership.owner.copy()
+    start = 0
+    for group, count in enumerate(ownership.group_tokens):
+        members = ownership.members(group)
+        tokens = np.arange(start, start + count)
+        capacity = {m: int(np.sum(ownership.owner[tokens] == m)) for m in members}
+        free = np.ones(count, dtype=bool)
+        for member in members:
+            wanted = np.flatnonzero((target[tokens] == member) & free)[: capacity[member]]
+            owner[tokens[wanted]] = member
+            free[wanted] = False
+            capacity[member] -= len(wanted)
+        rest = np.flatnonzero(free)
+        fill = np.repeat(members, [capacity[m] for m in members])
+        owner[tokens[rest]] = fill
+        start += count
+    return owner
 
 
 def _pair_matrix(owner_pairs: np.ndarray, gpu: np.ndarray, gpus: int) -> np.ndarray:
@@ -72,30 +95,27 @@ def _pair_matrix(owner_pairs: np.ndarray, gpu: np.ndarray, gpus: int) -> np.ndar
 def plan_routing(experts: np.ndarray, ownership: Ownership, placements: list[Placement], gpus: int,
                  num_experts: int, predicted: np.ndarray | None = None) -> RoutingPlan:
     """experts: [iterations, moe_layers, tokens, top_k] true choices; placements: one per iteration;
-    predicted: the same shape, a token predictor's choices (enables pre-sending)."""
+    predicted: the same shape, a token predictor's choices: tokens are then owned where their
+    predicted first expert lives (see `predicted_ownership`)."""
     iterations, layers, tokens, top_k = experts.shape
-    owner_pairs = np.repeat(ownership.owner, top_k)
-    shape = (iterations, layers, gpus, gpus)
-    dispatch = np.zeros(shape, dtype=np.int64)
+    static_owner_pairs = np.repeat(ownership.owner, top_k)
+    dispatch = np.zeros((iterations, layers, gpus, gpus), dtype=np.int64)
     computed = np.zeros((iterations, layers, gpus, num_experts), dtype=np.int64)
-    presend = np.zeros(shape, dtype=np.int64) if predicted is not None else None
-    correction = np.zeros(shape, dtype=np.int64) if predicted is not None else None
+    presorted = 0
     for it in range(iterations):
         placement = placements[it]
         for layer in range(layers):
             replicas, shares = placement.replicas[layer], placement.shares[layer]
             gpu = assign_replicas(experts[it, layer], replicas, shares)
+            owner_pairs = static_owner_pairs
+            if predicted is not None:
+                guessed = assign_replicas(predicted[it, layer], replicas, shares)
+                owner = predicted_ownership(ownership, guessed[:, 0])
+                owner_pairs = np.repeat(owner, top_k)
+                presorted += int(np.sum((gpu == owner[:, None]) & (gpu != ownership.owner[:, None])))
             dispatch[it, layer] = _pair_matrix(owner_pairs, gpu.ravel(), gpus)
             flat = experts[it, layer].ravel()
             computed[it, layer] = np.bincount(gpu.ravel() * num_experts + flat,
                                               minlength=gpus * num_experts).reshape(gpus, num_experts)
-            if predicted is None:
-                continue
-            guessed = assign_replicas(predicted[it, layer], replicas, shares)
-            presend[it, layer] = _pair_matrix(owner_pairs, guessed.ravel(), gpus)
-            covered = (gpu[:, :, None] == guessed[:, None, :]).any(axis=-1) | (
-                gpu == ownership.owner[:, None])
-            correction[it, layer] = _pair_matrix(owner_pairs[~covered.ravel()], gpu.ravel()[~covered.ravel()],
-                                                 gpus)
     owned = np.bincount(ownership.owner, minlength=gpus)
-    return RoutingPlan(dispatch, computed, owned, presend, correction)
+    return RoutingPlan(dispatch, computed, owned, presorted)

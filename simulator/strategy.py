@@ -107,8 +107,8 @@ def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, o
         strategy = _distribution_strategy(predictor, model, loads, history, iterations, window, gpus,
                                           decide)
     else:
-        strategy = _token_strategy(predictor, model, trace, experts, history, iterations, owned_tokens,
-                                   decide, presend if presend is not None else True)
+        strategy = _token_strategy(predictor, model, trace, experts, history, iterations, window,
+                                   owned_tokens, decide, presend if presend is not None else True)
     strategy.fit_s = time.perf_counter() - started
     strategy.name, strategy.family = kind, family
     strategy.copies = _copies(strategy.placements, static)
@@ -137,9 +137,10 @@ def _distribution_strategy(predictor, model, loads, history, iterations, window,
     return Strategy(placements, [], costs, error=float(np.mean(errors)))
 
 
-def _token_strategy(predictor, model, trace, experts, history, iterations, owned_tokens, decide,
-                    presend) -> Strategy:
-    """Predict every token's experts each iteration; each GPU pays for the tokens it owns."""
+def _token_strategy(predictor, model, trace, experts, history, iterations, window, owned_tokens,
+                    decide, presend) -> Strategy:
+    """Predict every token's experts each iteration (each GPU pays for the tokens it owns), re-plan
+    the placement once per window from the predicted loads, pre-send tokens every iteration."""
     if history == 0 and predictor.kind != "oracle.token":
         raise ScenarioError("a token predictor needs history >= 1 iterations to fit on",
                             "predictor.history")
@@ -150,7 +151,9 @@ def _token_strategy(predictor, model, trace, experts, history, iterations, owned
         predictor.fit(trace, np.arange(1))
     predicted = np.stack([predictor.predict(trace, history + it)[:, :tokens] for it in range(iterations)])
     pred_loads = true_loads(predicted, model.experts)
-    placements = [decide(pred_loads[it], it) for it in range(iterations)]
+    placements = []
+    for it in range(iterations):
+        placements.append(decide(pred_loads[it], it) if it % window == 0 else placements[-1])
     costs = [[predictor.inference_cost(model, int(n)) for n in owned_tokens]] * iterations
     accuracy = top_k_accuracy(predicted, experts[history:])
     return Strategy(placements, [], costs, predicted_experts=predicted, presend=presend,

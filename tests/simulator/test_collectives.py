@@ -254,8 +254,6 @@ def test_collectives_conserve_bytes_respect_capacity_and_lower_bounds(kind, size
         argument = np.random.default_rng(seed).uniform(0, nbytes, (n, n))
         record = run(env, all_to_all(net, group, argument))
     else:
-        if op == "hierarchical_all_to_all" and kind == "pcie_tree":
-            op = "all_to_all"
         record = run(env, collectives.collective(op)(net, group, nbytes))
     table = net.flow_table()
     # bytes: requested == delivered, and per GPU what the record says went out and came in

@@ -3,7 +3,7 @@
 "Prediction Is All MoE Needs" (arXiv 2404.16914) forecasts each expert's share of tokens
 from its own past with ARIMA. Estimating the parameters is the expensive part, so it uses
 statsmodels (optional: ``pip install moesim[forecast]``) once per `refit_every` updates, on
-the last `history` iterations, one series per (layer, expert), each standardised first (the
+the last `fit_window` iterations, one series per (layer, expert), each standardised first (the
 optimiser converges far faster on unit-variance data). Between re-fits the forecast is pure
 numpy, vectorised over all series: the ARMA recursion on the d-times differenced series
 (residuals from the conditional recursion, future shocks zero), then integrated back.
@@ -45,17 +45,17 @@ def _statsmodels_arima(field: str = "predictor.kind"):
 class ARIMAPredictor(DistributionPredictor):
     """``distribution.arima``: per-series ARIMA forecasts of load shares; see module docstring.
 
-    Knobs: `order` [p, d, q], `refit_every` (updates between parameter re-fits), `history`
+    Knobs: `order` [p, d, q], `refit_every` (updates between parameter re-fits), `fit_window`
     (iterations kept and fitted), `min_history` (below it: mean share).
     """
 
     kind = "distribution.arima"
 
-    def __init__(self, order: Any = (1, 0, 0), refit_every: int = 50, history: int = 128,
+    def __init__(self, order: Any = (1, 0, 0), refit_every: int = 50, fit_window: int = 128,
                  min_history: int = 16):
         self.order = order
         self.refit_every = refit_every
-        self.history = history
+        self.fit_window = fit_window
         self.min_history = min_history
 
     def check_params(self, field="predictor"):
@@ -69,18 +69,19 @@ class ARIMAPredictor(DistributionPredictor):
             raise PredictorError(f"must have 0 <= p <= 3, 0 <= d <= 2, 0 <= q <= 3; got {order!r}",
                                  f"{field}.order")
         check_int(self.refit_every, "refit_every", field, 1)
-        check_int(self.history, "history", field, 4)
+        check_int(self.fit_window, "fit_window", field, 4)
         check_int(self.min_history, "min_history", field, p + d + q + 2)
         _statsmodels_arima()
 
     # --- state ---------------------------------------------------------------------------
     def _start(self, loads):
-        self.shares_ = normalise(loads[-self.history:]).reshape(len(loads[-self.history:]), -1)
+        recent = loads[-self.fit_window:]
+        self.shares_ = normalise(recent).reshape(len(recent), -1)
         self._refit()
 
     def _append(self, loads):
         row = normalise(loads).reshape(1, -1)
-        self.shares_ = np.concatenate([self.shares_, row])[-self.history:]
+        self.shares_ = np.concatenate([self.shares_, row])[-self.fit_window:]
         self.since_refit_ += 1
         if self.since_refit_ >= self.refit_every or (self.params_ is None
                                                      and len(self.shares_) >= self.min_history):
@@ -158,10 +159,10 @@ class ARIMAPredictor(DistributionPredictor):
         p, d, q = (int(x) for x in self.order)
         state = max(p, q + 1) + d
         parameters = p + q + 2
-        fit_flops = (series * _OPTIMISER_ITERATIONS * (parameters + 1) * self.history
+        fit_flops = (series * _OPTIMISER_ITERATIONS * (parameters + 1) * self.fit_window
                      * _KALMAN_FLOPS_PER_STATE2 * state * state)
         forecast_flops = series * (2 * (p + q + 1) + d + 2)
-        fit_bytes = series * self.history * VALUE_BYTES
+        fit_bytes = series * self.fit_window * VALUE_BYTES
         forecast_bytes = series * (p + q + d + 3) * VALUE_BYTES
         return PredictorCost(forecast_flops + fit_flops / self.refit_every,
                              forecast_bytes + fit_bytes / self.refit_every)

@@ -8,13 +8,15 @@ prediction); per position the LSTM state feeds one linear head per MoE layer, pl
 once that layer's gate ran. Inputs are the trace's features or an embedding of the hashed
 token id, as for `token.ffn`.
 
-torch is optional and imported lazily (``pip install torch``); without it this predictor
+torch is optional and imported lazily (``pip install moesim[lstm]``); without it this predictor
 raises PredictorError and everything else works. Cost model: the deployed LSTM reads the
 token's hidden state (width ``model.hidden``): per token 8·(hidden·h + h²) FLOPs for the
 gates plus 2·h·L·E for the heads; bytes = weights once + activations, in the model's dtype.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -30,16 +32,29 @@ def _torch(field: str = "predictor.kind"):
     try:
         import torch
     except ImportError:
-        raise PredictorError("token.lstm needs torch, which is not installed: pip install torch",
-                             field) from None
+        raise PredictorError("token.lstm needs torch, which is not installed: "
+                             "pip install moesim[lstm] (or pip install torch)", field) from None
     return torch
+
+
+@contextmanager
+def _threads(torch, count: int):
+    """Use `count` intra-op threads inside the block, then restore the caller's setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class LSTMPredictor(TokenPredictor):
     """``token.lstm``: one-layer LSTM over chunks of the token stream; see module docstring.
 
     Knobs: `hidden` (alias `size`), `context` (tokens per chunk), `epochs`, `batch` (chunks
-    per step), `lr`, `embed`, `buckets`, `inputs`, `previous_layer`, `seed`.
+    per step), `lr`, `embed`, `buckets`, `inputs`, `previous_layer`, `seed`, `threads` (torch
+    threads while fitting and predicting: 1 is fastest here, a step-by-step recurrence of small
+    matrices is dominated by per-operation overhead, which more threads only add to).
     """
 
     kind = "token.lstm"
@@ -47,7 +62,7 @@ class LSTMPredictor(TokenPredictor):
     def __init__(self, hidden: int | None = None, size: int | None = None, context: int = 32,
                  epochs: int = 4, batch: int = 8, lr: float = 1e-2, embed: int = 32,
                  buckets: int = 8192, inputs: str = "auto", previous_layer: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, threads: int = 1):
         self.hidden = hidden
         self.size = size
         self.context = context
@@ -59,6 +74,7 @@ class LSTMPredictor(TokenPredictor):
         self.inputs = inputs
         self.previous_layer = previous_layer
         self.seed = seed
+        self.threads = threads
 
     @property
     def width(self) -> int:
@@ -75,6 +91,7 @@ class LSTMPredictor(TokenPredictor):
         check_choice(self.inputs, "inputs", field, ("auto", "features", "token_ids"))
         check_bool(self.previous_layer, "previous_layer", field)
         check_int(self.seed, "seed", field, 0)
+        check_int(self.threads, "threads", field, 1, 1024)
         _torch()
 
     # --- network -------------------------------------------------------------------------
@@ -124,6 +141,10 @@ class LSTMPredictor(TokenPredictor):
 
     def _fit(self, trace, iterations):
         torch = _torch()
+        with _threads(torch, self.threads):
+            self._train(torch, trace, iterations)
+
+    def _train(self, torch, trace, iterations):
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         self.inputs_ = TokenInputs(self.inputs, trace, iterations, self.buckets, self.kind)
@@ -154,7 +175,7 @@ class LSTMPredictor(TokenPredictor):
     def _predict(self, trace, iteration):
         torch = _torch()
         x, prev, _, tokens = self._chunks(trace, iteration)
-        with torch.no_grad():
+        with torch.no_grad(), _threads(torch, self.threads):
             logits = self.net_(torch.as_tensor(x), torch.as_tensor(prev))    # [c, n, L, E]
         scores = logits.reshape(-1, self.layers_, self.experts_)[:tokens].numpy()
         order = np.argsort(-scores, axis=-1, kind="stable")[..., :self.top_k_]

@@ -86,7 +86,7 @@ class MoEPipeline:
         cluster = self.cluster
         yield from cluster.copy(copy.src, cluster.gpus[copy.src], cluster.gpus[copy.dst],
                                 float(self.model.expert_bytes), "replication",
-                                f"replicate_e{copy.expert}", iteration, layer)
+                                f"replicate_e{copy.expert}_to_gpu{copy.dst}", iteration, layer)
         done.succeed()
 
     def layer(self, rank: int, iteration: int, layer: int):

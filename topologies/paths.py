@@ -62,14 +62,19 @@ class PathTable:
         return float(self.capacity_Bps[ids].min()) if len(ids) else float("inf")
 
     def _route(self, src: str, dst: str) -> np.ndarray:
+        """Route from `src` to every node in one Dijkstra, caching all of them (n runs for n^2 pairs)."""
         if src == dst:
             return np.zeros(0, dtype=np.int64)
+
         # Weight = 1 hop + a tiny latency term: fewest hops first, then lowest latency.
         def weight(u, v, data):
             return 1.0 + 1e-3 * data["latency_s"] / (1.0 + data["latency_s"])
 
-        try:
-            nodes = nx.dijkstra_path(self.graph, src, dst, weight=weight)
-        except nx.NetworkXNoPath:
+        _, routes = nx.single_source_dijkstra(self.graph, src, weight=weight)
+        for target, nodes in routes.items():
+            if target != src:
+                self._cache.setdefault((src, target), np.array(
+                    [self.link_id[(u, v)] for u, v in zip(nodes, nodes[1:])], dtype=np.int64))
+        if dst not in routes:
             raise TopologyError(f"no path from {src} to {dst}: the topology is disconnected", "topology")
-        return np.array([self.link_id[(u, v)] for u, v in zip(nodes, nodes[1:])], dtype=np.int64)
+        return self._cache[(src, dst)]

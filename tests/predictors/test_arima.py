@@ -39,7 +39,7 @@ def test_order_must_be_three_small_integers(order):
 def test_ar1_forecast_matches_statsmodels():
     statsmodels_arima = pytest.importorskip("statsmodels.tsa.arima.model")
     loads = _ar1_loads()
-    predicted = ARIMAPredictor(order=[1, 0, 0], history=128).fit(loads).predict()
+    predicted = ARIMAPredictor(order=[1, 0, 0], fit_window=128).fit(loads).predict()
     share = loads[:, 0, 0] / 1000
     reference = statsmodels_arima.ARIMA(share, order=(1, 0, 0), trend="c").fit().forecast(1)[0]
     assert predicted[0, 0] == pytest.approx(reference, abs=2e-4)

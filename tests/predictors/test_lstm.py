@@ -22,9 +22,9 @@ def test_cost_grows_with_hidden_size(tiny_model):
     assert big.flops > 20 * small.flops and big.bytes > small.bytes
 
 
-@pytest.mark.slow
 def test_small_lstm_learns_beyond_random_and_is_deterministic(synthetic_trace):
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
     first = LSTMPredictor(hidden=16, epochs=2, seed=1)
     result = evaluate(first, synthetic_trace)
     assert result.accuracy > 0.25 + 0.1          # random top-2 of 8 hits 0.25
@@ -34,3 +34,4 @@ def test_small_lstm_learns_beyond_random_and_is_deterministic(synthetic_trace):
     predicted = first.predict(synthetic_trace, 7)
     assert predicted.shape == synthetic_trace.experts[7].shape
     assert np.all(predicted[..., 0] != predicted[..., 1])
+    assert torch.get_num_threads() == threads   # the `threads` knob is scoped to fit/predict

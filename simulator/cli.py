@@ -13,22 +13,35 @@ from simulator.errors import USER_ERRORS
 
 # subcommand name -> module under simulator.commands (imported lazily so `moesim --help` is fast)
 COMMANDS = {
-    "run": "run",
-    "validate": "validate",
-    "collective": "collective",
-    "kernel": "kernel",
-    "trace": "trace",
-    "gps": "gps",
+    "run": ("run", "simulate a scenario; write summary.json, iterations.csv and timeline.json"),
+    "validate": ("validate", "check a scenario without simulating it"),
+    "gps": ("gps", "sweep prediction strategies x balancers and recommend the fastest (MoE-GPS)"),
+    "sweep": ("sweep", "run a grid of scenario variants in parallel, resumably"),
+    "plot": ("plot", "draw the figures of a result directory"),
+    "compare": ("compare", "compare result directories side by side"),
+    "collective": ("collective", "nccl-tests for the simulated cluster"),
+    "kernel": ("kernel", "one kernel's time on the compute model"),
+    "trace": ("trace", "generate, inspect, record and convert routing traces"),
+    "forecast": ("forecast", "forecast expert load over training steps"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported (all of them when None, e.g. for --help)."""
     parser = argparse.ArgumentParser(
         prog="moesim", description="Discrete-event simulator for Mixture-of-Experts on GPU clusters."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f"simulator.commands.{module_name}")
+    for name, (module_name, summary) in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=summary)
+            continue
+        try:
+            module = importlib.import_module(f"simulator.commands.{module_name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"simulator.commands.{module_name}":
+                raise
+            continue  # a subcommand not built yet is simply not offered
         command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
@@ -36,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    if not hasattr(args, "_run"):
+        print(f"moesim: error: {args.command} is not available in this build", file=sys.stderr)
+        return 2
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as error:

@@ -23,6 +23,8 @@ COMMANDS = {
     "kernel": ("kernel", "one kernel's time on the compute model"),
     "trace": ("trace", "generate, inspect, record and convert routing traces"),
     "forecast": ("forecast", "forecast expert load over training steps"),
+    "calibrate": ("calibrate", "fit catalogue entries to your nccl-tests logs and kernel timings"),
+    "validate-hw": ("validate_hw", "compare simulated collectives and kernels with published measurements"),
 }
 
 

@@ -40,7 +40,7 @@ def bench_scenario(path: Path, overrides: list[str]) -> dict:
     summary = result.summary
     layers = result.system.model.layers * summary["iterations"]
     return {"wall_s": wall_s, "events": summary["events"], "events_per_s": summary["events"] / wall_s,
-            "events_per_layer": summary["events"] / layers, "flows": len(result.cluster.net.records)}
+            "events_per_layer": summary["events"] / layers, "flows": result.cluster.net.flow_count}
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ class MemoryUse:
 
 
 def gpu_memory_use(model, rank: int, replicas_held: int, tp: int, group_sequences: int,
-                   group_tokens: int, context_len: int, max_expert_pairs: int) -> MemoryUse:
+                   group_tokens: int, context_len: int, max_expert_pairs: int,
+                   training: bool = False) -> MemoryUse:
     """Memory of GPU `rank`.
 
     Attention, embeddings and dense FFNs are split over the attention TP group; shared experts
@@ -45,6 +46,11 @@ def gpu_memory_use(model, rank: int, replicas_held: int, tp: int, group_sequence
     kv_split = 1 if model.attention == "mla" else min(tp, model.kv_heads)
     kv_cache = group_sequences * context_len * model.kv_bytes_per_token_per_layer * model.layers / kv_split
     activations = (2 * group_tokens * model.hidden + max_expert_pairs * model.ffn * 2) * dtype
+    if training:  # per parameter: weight + gradient (dtype each) + 12 bytes of Adam state
+        per_param = (2 * dtype + 12) / dtype
+        dense_weights, expert_weights = dense_weights * per_param, expert_weights * per_param
+        kv_cache = 0.0
+        activations *= model.layers
     return MemoryUse(dense_weights, expert_weights, kv_cache, activations)
 
 

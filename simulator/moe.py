@@ -18,7 +18,7 @@ from simulator.engine import Cluster
 from simulator.system import System
 
 PHASES = ("attention", "predictor", "gate", "dispatch", "expert", "combine", "collective",
-          "replication")
+          "replication", "optimizer")
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,33 @@ class MoEPipeline:
         env = self.cluster.env
         return [env.process(self.gpu(rank)) for rank in range(self.system.gpus)]
 
+    def stages(self) -> list[str]:
+        """Labels of the stages of one iteration (the `layer` of spans and marks indexes these)."""
+        return [str(layer) for layer in range(self.model.layers)]
+
+    def mark(self, rank: int, iteration: int, stage: int) -> None:
+        self.marks.append(Mark(rank, iteration, stage, self.cluster.env.now))
+
     def gpu(self, rank: int):
         """One GPU's whole run: every iteration, every layer."""
         for iteration in range(self.system.scenario.workload.iterations):
-            self.marks.append(Mark(rank, iteration, -1, self.cluster.env.now))
+            self.mark(rank, iteration, -1)
             yield from self.predict(rank, iteration)
             for layer in range(self.model.layers):
                 yield from self.layer(rank, iteration, layer)
-                self.marks.append(Mark(rank, iteration, layer, self.cluster.env.now))
+                self.mark(rank, iteration, layer)
+            yield from self.step_tail(rank, iteration)
+
+    def step_tail(self, rank: int, iteration: int):
+        """What follows the forward pass in one iteration: nothing in inference."""
+        return
+        yield
+
+    @property
+    def copy_bytes(self) -> float:
+        """Bytes that move with a new expert replica: its weights (plus optimizer state in training)."""
+        extra = self.system.scenario.workload.mode == "training"
+        return float(self.model.expert_params * (self.model.dtype_bytes + 12 * extra))
 
     def predict(self, rank: int, iteration: int):
         """The predictor's inference for this iteration, if it runs now (once per window for
@@ -85,7 +104,7 @@ class MoEPipeline:
     def _copy(self, copy, done, iteration: int, layer: int):
         cluster = self.cluster
         yield from cluster.copy(copy.src, cluster.gpus[copy.src], cluster.gpus[copy.dst],
-                                float(self.model.expert_bytes), "replication",
+                                self.copy_bytes, "replication",
                                 f"replicate_e{copy.expert}_to_gpu{copy.dst}", iteration, layer)
         done.succeed()
 

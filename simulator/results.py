@@ -20,6 +20,7 @@ from simulator.engine import COMM, COMPUTE, COPY, Span
 
 STREAMS = (COMPUTE, COMM, COPY)  # timeline thread ids, in this order
 from simulator.moe import PHASES, Mark
+from simulator.timeline import chrome_trace  # noqa: E402,F401  (moved there; still importable here)
 
 
 def spans_table(spans: list[Span]) -> dict[str, np.ndarray]:
@@ -71,7 +72,8 @@ def layer_end_times(marks: list[Mark], iterations: int, layers: int) -> np.ndarr
 def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str, Any]):
     """Return (summary dict, per-iteration/per-layer rows)."""
     iterations = system.scenario.workload.iterations
-    layers = system.model.layers
+    stages = pipeline.stages()
+    layers = len(stages)
     ends = layer_end_times(pipeline.marks, iterations, layers)
     iteration_end = ends[:, -1]
     iteration_latency = np.diff(np.concatenate(([0.0], iteration_end)))
@@ -114,7 +116,7 @@ def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str,
         "events": cluster.env.events_processed,
         "wall_s": wall_s,
     }
-    rows = iteration_rows(iteration_latency, layer_latency, phase_time, skew, system)
+    rows = iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages)
     return summary, rows
 
 
@@ -188,42 +190,24 @@ def replica_summary(system) -> dict[str, float]:
             "copied_bytes": float(sum(len(c) for c in copies) * system.model.expert_bytes)}
 
 
-def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system) -> list[dict[str, Any]]:
-    moe_index = {layer: i for i, layer in enumerate(system.model.moe_layer_indices)}
+def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages) -> list[dict[str, Any]]:
+    """One row per iteration (`layer` = all), then one per stage: forward layers by index, and in
+    training `bwdN` (backward of layer N) and `optimizer`."""
+    moe_index = {str(layer): i for i, layer in enumerate(system.model.moe_layer_indices)}
     rows = []
     for it in range(len(iteration_latency)):
         row = {"iteration": it, "layer": "all", "latency_s": float(iteration_latency[it])}
         row.update({f"{p}_s": float(phase_time[it, :, i].sum()) for i, p in enumerate(PHASES)})
         row.update({f"skewness_{k}": float(v[it].mean()) for k, v in skew.items()})
         rows.append(row)
-        for layer in range(phase_time.shape[1]):
-            row = {"iteration": it, "layer": layer, "latency_s": float(layer_latency[it, layer])}
+        for layer, label in enumerate(stages):
+            row = {"iteration": it, "layer": label, "latency_s": float(layer_latency[it, layer])}
             row.update({f"{p}_s": float(phase_time[it, layer, i]) for i, p in enumerate(PHASES)})
-            moe = moe_index.get(layer)
+            moe = moe_index.get(label)
             row.update({f"skewness_{k}": float(v[it, moe]) if moe is not None else ""
                         for k, v in skew.items()})
             rows.append(row)
     return rows
-
-
-def chrome_trace(spans: list[Span], gpus: int) -> dict[str, Any]:
-    """Chrome trace-event JSON: one process per GPU with a compute and a comm thread (times in us)."""
-    events: list[dict[str, Any]] = []
-    for rank in range(gpus):
-        events.append({"ph": "M", "pid": rank, "tid": 0, "name": "process_name",
-                       "args": {"name": f"gpu{rank}"}})
-        for tid, stream in enumerate(STREAMS):
-            events.append({"ph": "M", "pid": rank, "tid": tid, "name": "thread_name",
-                           "args": {"name": stream}})
-    for span in sorted(spans, key=lambda s: (s.gpu, s.stream, s.start_s)):
-        events.append({
-            "ph": "X", "pid": span.gpu, "tid": STREAMS.index(span.stream),
-            "name": span.name, "cat": span.phase,
-            "ts": span.start_s * 1e6, "dur": (span.end_s - span.start_s) * 1e6,
-            "args": {"iteration": span.iteration, "layer": span.layer, "phase": span.phase,
-                     "flops": span.flops, "bytes": span.bytes},
-        })
-    return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from simulator.moe import MoEPipeline
 from simulator.results import chrome_trace, summarize
 from simulator.scenario import Scenario, scenario_to_dict
 from simulator.system import System, build_system
+from simulator.training import TrainingPipeline
 
 
 @dataclass
@@ -30,7 +31,8 @@ def simulate(scenario: Scenario, source: str = "scenario") -> RunResult:
     system = build_system(scenario, source)
     env = CountingEnvironment()
     cluster = Cluster(env, system.graph, alpha_s=scenario.network.alpha_us * 1e-6)
-    pipeline = MoEPipeline(cluster, system)
+    pipeline_class = TrainingPipeline if scenario.workload.mode == "training" else MoEPipeline
+    pipeline = pipeline_class(cluster, system)
     pipeline.start()
     env.run()
     wall_s = time.perf_counter() - started

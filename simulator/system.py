@@ -24,6 +24,7 @@ from simulator.scenario import Scenario
 from topologies.devices import gpu_spec
 from workloads.models import model_spec
 from workloads.synthetic import generate_trace
+from workloads.load_shares import trace_from_load_shares
 from workloads.trace import RoutingTrace
 
 
@@ -58,8 +59,8 @@ def build_system(scenario: Scenario, source: str = "scenario") -> System:
 
 def _build(scenario: Scenario) -> System:
     workload = scenario.workload
-    if workload.mode == "training":
-        raise ScenarioError("training mode is not simulated yet; allowed: inference", "workload.mode")
+    if workload.mode == "training" and workload.phase != "prefill":
+        raise ScenarioError("training processes whole sequences; use phase: prefill", "workload.phase")
     model = model_spec(scenario.model, field="model")
     graph = topologies.build(dict(scenario.topology), field="topology")
     gpus = len(topologies.gpu_nodes(graph))
@@ -76,7 +77,8 @@ def _build(scenario: Scenario) -> System:
                             redundant=ep)
     static = make_placement("static", replace(base, config=balancer_config if
                                               scenario.balancer.kind == "static" else {}))
-    memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp)
+    training = workload.mode == "training"
+    memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp, training)
     trace = _load_trace(scenario, model, tokens, history)
     base = replace(base, slots_per_gpu=_replica_slots(model, memory, devices, ep),
                    transitions=_transitions(trace, history, tokens, model.experts))
@@ -88,7 +90,8 @@ def _build(scenario: Scenario) -> System:
     experts = trace.experts[history: history + workload.iterations, :, :tokens, :]
     plan = plan_routing(experts, ownership, strategy.placements, gpus, model.experts,
                         strategy.predicted_experts if strategy.presend else None)
-    memory = _check_memory(model, strategy.placements, ownership, tokens, workload.seq_len, devices, tp)
+    memory = _check_memory(model, strategy.placements, ownership, tokens, workload.seq_len, devices, tp,
+                           training)
     calibration = (
         CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))
         if scenario.compute.calibration else None
@@ -155,11 +158,38 @@ def _load_trace(scenario: Scenario, model, tokens: int, history: int) -> Routing
                 f"{iterations} x {tokens} (predictor history {history} + {iterations - history} "
                 "simulated)", "workload.trace.file")
         return trace
-    raise ScenarioError(f"expected {{synthetic: {{...}}}} or {{file: path.npz}}, got keys {sorted(spec)}",
+    if "training_load" in spec:
+        return _trace_from_training_load(scenario, spec, model, tokens, iterations)
+    raise ScenarioError(f"expected {{synthetic: {{...}}}}, {{file: path.npz}} or {{training_load: "
+                        f"path.npz, start: step, stride: steps}}, got keys {sorted(spec)}",
                         "workload.trace")
 
 
-def _check_memory(model, placements, ownership, tokens, context_len, devices, tp) -> list[MemoryUse]:
+def _trace_from_training_load(scenario: Scenario, spec: dict, model, tokens: int,
+                              iterations: int) -> RoutingTrace:
+    """Iteration i simulates training step start + i * stride of a recorded training-load trace."""
+    from workloads.training import TrainingLoadTrace
+
+    field = "workload.trace"
+    unknown = sorted(set(spec) - {"training_load", "start", "stride"})
+    if unknown:
+        raise ScenarioError(f"unknown key(s) {unknown}; allowed: training_load, start, stride", field)
+    start, stride = spec.get("start", 0), spec.get("stride", 1)
+    for name, value, low in (("start", start, 0), ("stride", stride, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ScenarioError(f"must be an integer >= {low}, got {value!r}", f"{field}.{name}")
+    load = TrainingLoadTrace.load(scenario.resolve_path(str(spec["training_load"])),
+                                  field=f"{field}.training_load")
+    steps = start + np.arange(iterations) * stride
+    if steps[-1] >= load.steps:
+        raise ScenarioError(f"needs step {steps[-1]} (start {start} + {iterations} iterations x stride "
+                            f"{stride}) but the trace has {load.steps} steps", f"{field}.training_load")
+    return trace_from_load_shares(load.shares[steps], model, tokens, scenario.seed,
+                                  {"training_steps": steps.tolist()}, f"{field}.training_load")
+
+
+def _check_memory(model, placements, ownership, tokens, context_len, devices, tp,
+                  training=False) -> list[MemoryUse]:
     """Checked before the trace is built (static placement), so an impossible batch fails fast,
     and again with the planned placements (the most replicas a GPU holds in any iteration).
     The largest expert intermediate is bounded by all tokens choosing one expert."""
@@ -170,7 +200,7 @@ def _check_memory(model, placements, ownership, tokens, context_len, devices, tp
         use = gpu_memory_use(
             model, rank, max(p.replica_count(rank) for p in placements), tp,
             int(ownership.group_sequences[group]), int(ownership.group_tokens[group]), context_len,
-            tokens,
+            tokens, training=training,
         )
         check_fits(use, gpu_spec(device).memory_bytes, rank, device)
         uses.append(use)

@@ -8,9 +8,10 @@ from typing import Any
 
 from simulator.engine import Cluster, CountingEnvironment
 from simulator.moe import MoEPipeline
-from simulator.results import chrome_trace, summarize
+from simulator.results import summarize
 from simulator.scenario import Scenario, scenario_to_dict
 from simulator.system import System, build_system
+from simulator.timeline import run_timeline
 from simulator.training import TrainingPipeline
 
 
@@ -20,9 +21,10 @@ class RunResult:
     rows: list[dict[str, Any]]
     system: System
     cluster: Cluster
+    pipeline: MoEPipeline
 
     def timeline(self) -> dict[str, Any]:
-        return chrome_trace(self.cluster.spans, self.system.gpus)
+        return run_timeline(self.cluster, self.system, self.pipeline)
 
 
 def simulate(scenario: Scenario, source: str = "scenario") -> RunResult:
@@ -37,4 +39,4 @@ def simulate(scenario: Scenario, source: str = "scenario") -> RunResult:
     env.run()
     wall_s = time.perf_counter() - started
     summary, rows = summarize(system, cluster, pipeline, wall_s, scenario_to_dict(scenario))
-    return RunResult(summary, rows, system, cluster)
+    return RunResult(summary, rows, system, cluster, pipeline)

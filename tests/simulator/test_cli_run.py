@@ -29,7 +29,7 @@ def test_run_writes_the_three_result_files(tmp_path, capsys):
         assert key in summary
     assert set(summary["latency_s"]) >= {"mean", "p50", "p99"}
     assert set(summary["breakdown_s"]) == {"attention", "predictor", "gate", "dispatch", "expert",
-                                           "combine", "collective", "replication"}
+                                           "combine", "collective", "replication", "optimizer"}
     assert set(summary["skewness"]) >= {"before", "after"}
     assert summary["scenario"]["model"] == "mixtral-8x7b"
     rows = list(csv.DictReader((tmp_path / "iterations.csv").open()))

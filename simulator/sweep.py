@@ -12,6 +12,7 @@ file system.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import csv
 import hashlib
@@ -20,6 +21,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +32,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import ScenarioError
+from simulator.errors import USER_ERRORS, ScenarioError
+from simulator.moe import PHASES
 from simulator.results import write_atomic
 from simulator.scenario import (
     Scenario,
@@ -42,7 +45,6 @@ from simulator.scenario import (
 )
 
 SWEEP_KEYS = ("base", "scenario", "grid", "zip", "seeds", "repeat")
-PHASES = ("attention", "predictor", "gate", "dispatch", "expert", "combine", "collective", "replication")
 METRIC_COLUMNS = (
     ("latency_mean_s", ("latency_s", "mean")),
     ("latency_p50_s", ("latency_s", "p50")),
@@ -70,8 +72,7 @@ class Variant:
     scenario: Scenario
 
     def describe(self, source: str) -> str:
-        settings = ", ".join(f"{k}={_cell(v)}" for k, v in self.values.items())
-        return f"{source} variant {self.index} [{self.id}{': ' + settings if settings else ''}]"
+        return _label(source, self.index, self.values, self.id)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def expand_sweep(spec: dict[str, Any], source: str, base_dir: Path,
     """
     unknown = sorted(set(spec) - set(SWEEP_KEYS))
     if unknown:
-        raise ScenarioError(f"{source}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(SWEEP_KEYS))}")
+        allowed = ", ".join(sorted(SWEEP_KEYS))
+        raise ScenarioError(f"{source}: unknown key {unknown[0]!r}; allowed: {allowed}")
     base = _base_scenario(spec, source, Path(base_dir))
     for override in overrides:
         apply_override(base, override)
@@ -138,8 +140,7 @@ def expand_sweep(spec: dict[str, Any], source: str, base_dir: Path,
         for key, value in values.items():
             _set(raw, key.split("."), copy.deepcopy(value))
         index = len(variants)
-        label = Variant(index, "", values, None).describe(source)  # type: ignore[arg-type]
-        scenario = validate_scenario(raw, source=label.replace(" []", "").replace("[: ", "["))
+        scenario = validate_scenario(raw, source=_label(source, index, values))
         variant = Variant(index, scenario_id(scenario), values, scenario)
         if variant.id in seen:
             raise ScenarioError(f"{source}: variants {seen[variant.id].index} and {index} are the same "
@@ -156,14 +157,16 @@ def _base_scenario(spec: dict[str, Any], source: str, base_dir: Path) -> dict[st
                             "(an inline scenario mapping)")
     if "base" in spec:
         if not isinstance(spec["base"], str):
-            raise ScenarioError(f"{source}: base: must be a path to a scenario YAML file, got {spec['base']!r}")
+            raise ScenarioError(f"{source}: base: must be a path to a scenario YAML file, "
+                                f"got {spec['base']!r}")
         path = Path(spec["base"])
         path = path if path.is_absolute() else base_dir / path
         raw = read_yaml_mapping(path)
         raw.setdefault("base_dir", str(path.resolve().parent))
         return raw
     if not isinstance(spec["scenario"], dict):
-        raise ScenarioError(f"{source}: scenario: must be a mapping of scenario keys, got {spec['scenario']!r}")
+        raise ScenarioError(f"{source}: scenario: must be a mapping of scenario keys, "
+                            f"got {spec['scenario']!r}")
     raw = copy.deepcopy(spec["scenario"])
     raw.setdefault("base_dir", str(base_dir))
     return raw
@@ -177,7 +180,8 @@ def _key_lists(spec: dict[str, Any], section: str, source: str) -> dict[str, lis
         if not isinstance(key, str) or not key:
             raise ScenarioError(f"{source}: {section}: keys must be dotted scenario paths, got {key!r}")
         if not isinstance(values, list) or not values:
-            raise ScenarioError(f"{source}: {section}.{key}: must be a non-empty list of values, got {values!r}")
+            raise ScenarioError(f"{source}: {section}.{key}: must be a non-empty list of values, "
+                                f"got {values!r}")
     return dict(found)
 
 
@@ -224,6 +228,13 @@ def scenario_id(scenario: Scenario) -> str:
     """12 hex digits of sha256 over the canonical JSON of the resolved scenario (machine paths excluded)."""
     text = json.dumps(scenario_to_dict(scenario), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _label(source: str, index: int, values: dict[str, Any], run_id: str = "") -> str:
+    """How messages name a variant: `sweep.yaml variant 3 [id: workload.batch=4, seed=1]`."""
+    settings = ", ".join(f"{k}={_cell(v)}" for k, v in values.items())
+    inside = ": ".join(part for part in (run_id, settings) if part)
+    return f"{source} variant {index}" + (f" [{inside}]" if inside else "")
 
 
 def _settings(variant: Variant) -> str:
@@ -350,11 +361,25 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S):
     """A Dask distributed Client for `address`, or a ScenarioError saying why not."""
     try:
         from distributed import Client
+        from distributed.comm import connect as open_comm
+        from distributed.comm.addressing import parse_host_port
     except ImportError:
         raise ScenarioError("needs dask[distributed]: pip install 'moesim[sweep]'", "--scheduler") from None
+
+    async def probe() -> None:
+        comm = await open_comm(address, timeout=timeout_s)
+        await comm.close()
+
+    # probe first: a refused TCP connection fails at once (Dask would retry until the timeout), and
+    # a Client that fails to start hangs ~10 s in its finaliser
     try:
+        scheme, _, location = address.rpartition("://")
+        if scheme in ("tcp", "tls"):
+            host, port = parse_host_port(location)
+            socket.create_connection((host, port), timeout=timeout_s).close()
+        asyncio.run(probe())
         return Client(address, timeout=timeout_s, set_as_default=False)
-    except Exception as error:  # OSError, TimeoutError, ValueError for a malformed address
+    except Exception as error:  # OSError / TimeoutError, ValueError for a malformed address, ...
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ScenarioError(f"cannot reach {address}: {reason}", "--scheduler") from None
 
@@ -375,8 +400,11 @@ def _environment(values: dict[str, str]):
 
 
 def _outcomes(variants: list[Variant], source: str, timeline: bool, workers: int,
-              client) -> Iterator[tuple[Variant, dict[str, Any]]]:
-    """(variant, simulate_variant's result) as runs finish; closing the generator cancels the rest."""
+              client) -> Iterator[tuple[Variant, dict[str, Any] | Exception]]:
+    """(variant, simulate_variant's result or its bad-input error) as runs finish.
+
+    Closing the generator cancels the runs not started; other exceptions propagate.
+    """
     jobs = [(v, v.describe(source)) for v in variants]
     if client is not None:
         from distributed import as_completed
@@ -384,8 +412,8 @@ def _outcomes(variants: list[Variant], source: str, timeline: bool, workers: int
         futures = {client.submit(simulate_variant, v.scenario, label, timeline, pure=False): v
                    for v, label in jobs}
         try:
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            for future in as_completed(futures, loop=client.loop):
+                yield futures[future], _result(future.result)
         finally:
             client.cancel(list(futures))
     elif workers > 1:
@@ -395,13 +423,20 @@ def _outcomes(variants: list[Variant], source: str, timeline: bool, workers: int
             futures = {pool.submit(simulate_variant, v.scenario, label, timeline): v for v, label in jobs}
             try:
                 for future in futures_completed(futures):
-                    yield futures[future], future.result()
+                    yield futures[future], _result(future.result)
             finally:
                 for future in futures:
                     future.cancel()
     else:
         for variant, label in jobs:
-            yield variant, simulate_variant(variant.scenario, label, timeline)
+            yield variant, _result(simulate_variant, variant.scenario, label, timeline)
+
+
+def _result(call: Callable, *args) -> dict[str, Any] | Exception:
+    try:
+        return call(*args)
+    except USER_ERRORS as error:  # one variant's bad input: report it, run the others
+        return error
 
 
 # --- the sweep -----------------------------------------------------------------------------------
@@ -414,6 +449,8 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, workers: int = 1, client=None, 
 
     `client`: a Dask distributed Client (runs go to its cluster instead of local processes).
     `progress`: a tqdm-like callable. `stop_after`: stop after this many new runs (resume later).
+    A variant whose system cannot be built (bad input the schema cannot see) does not stop the
+    others; the sweep then ends with one ScenarioError naming the first failed variant.
     results.csv is rewritten (atomically) at most every `csv_every_s` seconds and at the end.
     """
     started = time.perf_counter()
@@ -424,29 +461,34 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, workers: int = 1, client=None, 
         summaries = completed_runs(out_dir, sweep)
         reused = len(summaries)
         todo = [v for v in sweep.variants if v.id not in summaries]
-        if stop_after is not None:
-            todo = todo[:stop_after] if workers == 1 and client is None else todo
         bar = progress(total=len(todo), desc="sweep", unit="run") if progress else None
-        ran, stopped, last_csv = 0, False, 0.0
+        ran, stopped, last_csv, failures = 0, False, 0.0, []
         outcomes = _outcomes(todo, sweep.source, timeline, workers, client)
         try:
             for variant, outcome in outcomes:
+                if bar is not None:
+                    bar.update(1)
+                if isinstance(outcome, Exception):
+                    failures.append((variant.index, str(outcome)))
+                    continue
                 write_run(out_dir, variant.id, outcome["files"])
                 summaries[variant.id] = outcome["summary"]
                 ran += 1
-                if bar is not None:
-                    bar.update(1)
                 if time.perf_counter() - last_csv >= csv_every_s:
                     write_results_csv(out_dir / "results.csv", sweep, summaries)
                     last_csv = time.perf_counter()
                 if stop_after is not None and ran >= stop_after:
-                    stopped = ran < len(sweep.variants) - reused
+                    stopped = len(summaries) < len(sweep.variants)
                     break
         finally:
             outcomes.close()
             if bar is not None:
                 bar.close()
             write_results_csv(out_dir / "results.csv", sweep, summaries)
+    if failures:
+        first = min(failures)[1]
+        raise ScenarioError(f"{len(failures)} of {len(sweep.variants)} variants failed (the other results "
+                            f"are in {out_dir / 'results.csv'}); first: {first}")
     return SweepReport(ran, reused, len(sweep.variants), time.perf_counter() - started, stopped)
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from simulator.results import write_atomic
 from simulator.run import simulate
 from simulator.scenario import Scenario
+from simulator.workers import worker_pool
 
 DISTRIBUTION_PREDICTORS = ("distribution.mle", "distribution.window", "distribution.ewma")
 TOKEN_PREDICTORS = ("token.frequency", "token.conditional")
@@ -86,7 +86,7 @@ def run_gps(scenario: Scenario, source: str, chosen: list[Candidate], workers: i
     started = time.perf_counter()
     jobs = [(scenario, source, c) for c in chosen]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             rows = list(_progress(pool.map(_simulate_candidate, jobs), len(jobs), progress))
     else:
         rows = list(_progress(map(_simulate_candidate, jobs), len(jobs), progress))

@@ -122,7 +122,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if not sep or not key:
         raise ScenarioError(f"expected key.path=value, got {override!r}", "--set")
     parts = key.split(".")
-    _check_override_path(raw, parts, key)
+    check_override_path(raw, parts, key)
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -135,7 +135,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     node[parts[-1]] = value
 
 
-def _check_override_path(raw: dict[str, Any], parts: list[str], key: str) -> None:
+def check_override_path(raw: dict[str, Any], parts: list[str], key: str) -> None:
     """A key is settable if the schema declares it or the scenario already has it.
 
     Open sections (model mapping, topology, predictor, balancer, trace) take kind-specific keys;

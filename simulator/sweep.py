@@ -24,20 +24,19 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import as_completed as futures_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.moe import PHASES
 from simulator.results import write_atomic
+from simulator.workers import worker_pool
 from simulator.scenario import (
     Scenario,
-    _check_override_path,
+    check_override_path,
     apply_override,
     read_yaml_mapping,
     scenario_to_dict,
@@ -60,7 +59,6 @@ METRIC_COLUMNS = (
 RUNS = "runs"
 TMP_PREFIX = ".tmp-"
 # numpy's BLAS threads x worker processes oversubscribe the cores and make runs several times slower
-SINGLE_THREADED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -209,7 +207,7 @@ def _seeds(spec: dict[str, Any], source: str, base: dict[str, Any], swept: list[
 def _check_key(base: dict[str, Any], key: str, where: str) -> None:
     """The same rule as `--set`: the schema declares the key or the base scenario already has it."""
     try:
-        _check_override_path(base, key.split("."), key)
+        check_override_path(base, key.split("."), key)
     except ScenarioError as error:
         message = str(error).removeprefix(f"{error.field}: ") if error.field else str(error)
         raise ScenarioError(f"{where}: {message}") from None
@@ -384,21 +382,6 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S):
         raise ScenarioError(f"cannot reach {address}: {reason}", "--scheduler") from None
 
 
-@contextmanager
-def _environment(values: dict[str, str]):
-    """Set environment variables for child processes started inside the block."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _outcomes(variants: list[Variant], source: str, timeline: bool, workers: int,
               client) -> Iterator[tuple[Variant, dict[str, Any] | Exception]]:
     """(variant, simulate_variant's result or its bad-input error) as runs finish.
@@ -417,9 +400,7 @@ def _outcomes(variants: list[Variant], source: str, timeline: bool, workers: int
         finally:
             client.cancel(list(futures))
     elif workers > 1:
-        # spawn: fresh interpreters that read the environment before numpy starts its thread pools
-        with _environment(SINGLE_THREADED), ProcessPoolExecutor(
-                max_workers=workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:
             futures = {pool.submit(simulate_variant, v.scenario, label, timeline): v for v, label in jobs}
             try:
                 for future in futures_completed(futures):

@@ -89,7 +89,7 @@ class TrainingPipeline(MoEPipeline):
     def gradient_sync(self, rank: int, iteration: int, layer: int, stage: int) -> list:
         """Start this layer's gradient all-reduces (dense over data-parallel peers, each replicated
         expert over its replicas) in the background; return their completion events."""
-        env, cluster = self.cluster.env, self.cluster
+        env = self.cluster.env
         started = []
         dp_peers = self.dp_peers(rank)
         dense = self.dense_params(layer) * self.model.dtype_bytes

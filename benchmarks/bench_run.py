@@ -10,26 +10,12 @@ import argparse
 import time
 from pathlib import Path
 
-import simpy
+from bench_network import raw_simpy_events_per_s  # same folder: run as a script
 
 from simulator.run import simulate
 from simulator.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def raw_simpy_events_per_s(events: int = 200_000) -> float:
-    """Events/s of a bare SimPy loop of timeouts: the ceiling any SimPy model can reach here."""
-    env = simpy.Environment()
-
-    def ticker():
-        for _ in range(events):
-            yield env.timeout(1.0)
-
-    env.process(ticker())
-    start = time.perf_counter()
-    env.run()
-    return events / (time.perf_counter() - start)
 
 
 def bench_scenario(path: Path, overrides: list[str]) -> dict:

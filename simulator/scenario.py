@@ -127,6 +127,11 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         raise ScenarioError(f"value of {key} is not valid YAML: {text!r}", "--set") from None
+    set_path(raw, parts, value)
+
+
+def set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    """raw[parts[0]][parts[1]]... = value, creating (or replacing non-mapping) sections on the way."""
     node = raw
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):

@@ -37,6 +37,7 @@ from simulator.workers import worker_pool
 from simulator.scenario import (
     Scenario,
     check_override_path,
+    set_path,
     apply_override,
     read_yaml_mapping,
     scenario_to_dict,
@@ -136,7 +137,7 @@ def expand_sweep(spec: dict[str, Any], source: str, base_dir: Path,
         values = dict(zip(keys, (*g, *z, *s)))
         raw = copy.deepcopy(base)
         for key, value in values.items():
-            _set(raw, key.split("."), copy.deepcopy(value))
+            set_path(raw, key.split("."), copy.deepcopy(value))
         index = len(variants)
         scenario = validate_scenario(raw, source=_label(source, index, values))
         variant = Variant(index, scenario_id(scenario), values, scenario)
@@ -211,15 +212,6 @@ def _check_key(base: dict[str, Any], key: str, where: str) -> None:
     except ScenarioError as error:
         message = str(error).removeprefix(f"{error.field}: ") if error.field else str(error)
         raise ScenarioError(f"{where}: {message}") from None
-
-
-def _set(raw: dict[str, Any], parts: list[str], value: Any) -> None:
-    node = raw
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
 
 
 def scenario_id(scenario: Scenario) -> str:

@@ -10,7 +10,8 @@ simulated ones and is scored only on the simulated (held-out) iterations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,8 +79,6 @@ def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, o
                   predictor_spec: dict[str, Any], balancer_kind: str, balancer_config: dict[str, Any],
                   base_request: PlacementRequest, static: Placement) -> Strategy:
     """Run predictor and balancer over the simulated iterations (trace iterations history..)."""
-    import time
-
     kind = predictor_spec.get("kind", "none")
     _, window, presend = predictor_settings(predictor_spec)
     experts = trace.experts[: history + iterations, :, :tokens, :]
@@ -90,9 +89,7 @@ def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, o
         if balancer_kind == "static":
             return static
         given = loads[history + it] if balancer_kind == "oracle" else predicted_loads
-        request = PlacementRequest(**{**base_request.__dict__, "loads": given,
-                                      "config": balancer_config})
-        return make_placement(balancer_kind, request)
+        return make_placement(balancer_kind, replace(base_request, loads=given, config=balancer_config))
 
     if kind == "none":
         placements = [decide(None, it) for it in range(iterations)]

@@ -18,7 +18,15 @@ FAMILIES = ("gpu-link", "gpu-switch", "pcie", "inter-socket", "network")
 
 @dataclass(frozen=True)
 class LinkSpec:
-    """One link kind in SI units: bytes/s per direction, seconds per edge."""
+    """One link kind in SI units: bytes/s per direction, seconds per edge.
+
+    `bandwidth_Bps` is the wire (vendor peak) figure. The measured mechanisms are kept apart so
+    that builders stay exact: `efficiency` (what fraction of the wire rate large NCCL transfers
+    reach: protocol overhead), `message_latency_s` (software cost of one message on this kind:
+    NCCL's per-step latency beyond the propagation in `latency_s`) and, for NVSwitch kinds that
+    reduce in the switch (NVLS), `nvls_efficiency`. They are applied only by calibration
+    (`topologies.calibrate`) and only to links whose figures came from this catalogue.
+    """
 
     name: str
     bandwidth_Bps: float
@@ -26,6 +34,12 @@ class LinkSpec:
     source: str
     family: str = "network"
     latency_source: str = ""
+    efficiency: float = 1.0
+    efficiency_source: str = ""
+    message_latency_s: float = 0.0
+    message_latency_source: str = ""
+    nvls_efficiency: float = 0.0
+    nvls_source: str = ""
 
     @property
     def per_gpu(self) -> bool:
@@ -45,6 +59,12 @@ def link_catalogue() -> dict[str, LinkSpec]:
             source=row["source"],
             family=row["family"],
             latency_source=row.get("latency_source", ""),
+            efficiency=float(row.get("efficiency", 1.0)),
+            efficiency_source=row.get("efficiency_source", ""),
+            message_latency_s=float(row.get("message_latency_us", 0.0)) * 1e-6,
+            message_latency_source=row.get("message_latency_source", ""),
+            nvls_efficiency=float(row.get("nvls_efficiency", 0.0)),
+            nvls_source=row.get("nvls_source", ""),
         )
         for name, row in yaml.safe_load(text).items()
     }

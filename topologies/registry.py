@@ -22,6 +22,7 @@ from topologies.builders import (
     validate_graph,
 )
 from topologies.errors import TopologyError
+from topologies.reference import REFERENCE_BUILDERS, calibrate, load_calibration
 from topologies.yaml_topology import from_yaml_dict, load_topology_file, sub
 
 BUILDERS = {
@@ -32,7 +33,15 @@ BUILDERS = {
     "ring": ring,
     "torus2d": torus2d,
     "mesh2d": mesh2d,
+    **REFERENCE_BUILDERS,  # dgx-a100, dgx-h100, hgx-h200, pcie-a100, pcie-h100 (calibrated)
 }
+
+# Keys any topology spec may carry, whatever its form: apply the measured link mechanisms
+# (`calibrated: true`), optionally with fitted overrides (`calibration: FILE or mapping`), and the
+# collectives' algorithms NCCL is told to use (`algorithms: {all_reduce: ring, all_to_all: pxn}`,
+# NCCL_ALGO; names are checked by simulator.collectives, which reads graph.graph["algorithms"]).
+CALIBRATION_KEYS = ("calibrated", "calibration")
+ALGORITHM_OPS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all")
 
 
 def builder_kwargs(name: str) -> list[str]:
@@ -51,10 +60,39 @@ def _builder(name, field: str):
 def build(spec: dict, field: str = "topology") -> nx.DiGraph:
     """Build and check a topology from ``{builder: NAME, **kwargs}`` or the nodes/links form.
 
-    Errors name the YAML path: ``topology.gpus: must be >= 1, got 0``.
+    Errors name the YAML path: ``topology.gpus: must be >= 1, got 0``. ``calibrated: true`` and
+    ``calibration: FILE`` (any form) apply `topologies.calibrate` to the built graph; the
+    reference builders (dgx-h100, ...) are calibrated unless ``calibrated: false``.
+    ``algorithms: {all_to_all: pxn, ...}`` records the collectives' algorithms on the graph.
     """
     if not isinstance(spec, dict):
         raise TopologyError(f"must be a mapping ({{builder: NAME, ...}} or nodes/links), got {spec!r}", field)
+    if "algorithms" in spec:
+        spec = dict(spec)
+        algorithms = spec.pop("algorithms")
+        where = sub(field, "algorithms")
+        if not isinstance(algorithms, dict) or not all(isinstance(v, str) for v in algorithms.values()):
+            raise TopologyError(f"must be a mapping of collective -> algorithm name, got {algorithms!r}", where)
+        for op in algorithms:
+            if op not in ALGORITHM_OPS:
+                raise TopologyError(f"unknown collective {op!r}; allowed: {', '.join(ALGORITHM_OPS)}",
+                                    sub(where, str(op)))
+        graph = build(spec, field)
+        graph.graph["algorithms"] = dict(algorithms)
+        return graph
+    takes_calibrated = "builder" in spec and spec["builder"] in BUILDERS and "calibrated" in builder_kwargs(
+        spec["builder"])
+    if "calibration" in spec or ("calibrated" in spec and not takes_calibrated):
+        spec = dict(spec)
+        overrides = spec.pop("calibration", None)
+        wanted = spec.get("calibrated") if takes_calibrated else spec.pop("calibrated", None)
+        if wanted is not None and not isinstance(wanted, bool):
+            raise TopologyError(f"must be true or false, got {wanted!r}", sub(field, "calibrated"))
+        graph = build(spec, field)
+        if overrides is not None:
+            checked = load_calibration(overrides, sub(field, "calibration"))
+            return calibrate(graph, checked)
+        return calibrate(graph) if wanted and not takes_calibrated else graph
     if "builder" not in spec:
         if "nodes" not in spec:
             raise TopologyError(

@@ -9,6 +9,11 @@ message), the data type is bfloat16 (2 bytes), algbw = size / time and busbw = a
 2(n-1)/n (allreduce), (n-1)/n (reducescatter, allgather, alltoall) or 1 (sendrecv). Like
 nccl-tests, reducescatter, allgather and alltoall round the element count down to a multiple of
 the rank count; sizes too small to give every rank one element are skipped.
+
+`--algo` picks NCCL's algorithm (default auto: what NCCL would pick, per size; see
+`simulator.collectives.choose_algorithm`); `--calibration FILE` applies fitted link figures
+(`moesim calibrate`'s output) to the topology. On a calibrated topology (the reference systems
+dgx-a100, dgx-h100, ... or a calibration file) the table gains an `algo` column.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import topologies
 from simulator import collectives
 from simulator.errors import ScenarioError
 from simulator.network import FlowNetwork
+from topologies.errors import TopologyError
 from topologies.paths import PathTable, gpu_nodes
 from topologies.registry import BUILDERS, builder_kwargs
 
@@ -108,6 +114,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-bytes", default="8G", help="largest size (default 8G)")
     parser.add_argument("--factor", default="2", help="size multiplier between rows (default 2)")
     parser.add_argument("--alpha-us", default="0", help="per-message software overhead in us (default 0)")
+    parser.add_argument("--algo", default="auto",
+                        help="NCCL algorithm: auto (NCCL's choice per size, default), ring, tree, nvls "
+                             "(allreduce), direct, pxn (alltoall)")
+    parser.add_argument("--calibration", help="calibration YAML from `moesim calibrate` (fitted link figures)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of the table")
 
 
@@ -127,6 +137,11 @@ def _topology(args):
                 raise ScenarioError(f"must be a multiple of the {servers} nodes, got {gpus}", "--gpus")
             overrides["gpus_per_node"] = gpus // servers
     graph = topologies.resolve(args.topology, **{k: v for k, v in overrides.items() if v is not None})
+    if getattr(args, "calibration", None):
+        try:
+            graph = topologies.calibrate(graph, topologies.load_calibration(args.calibration, "--calibration"))
+        except TopologyError as error:
+            raise ScenarioError(str(error)) from None
     group = gpu_nodes(graph)
     if gpus is not None and args.topology not in BUILDERS:
         if gpus > len(group):
@@ -137,8 +152,29 @@ def _topology(args):
     return graph, group
 
 
-def simulate(op: str, paths: PathTable, group: list[str], size: int, alpha_s: float) -> dict | None:
-    """One row: the collective of nccl-tests size `size` on an idle network."""
+def check_algorithm(op: str, algorithm: str, paths: PathTable, group: list[str]) -> str:
+    """`--algo` for this op and topology: allowed names, and nvls/tree only where they exist."""
+    name = OPS[op].algorithm
+    known = collectives.ALGORITHMS.get(name)
+    if known is None:
+        if algorithm != "auto":
+            raise ScenarioError(f"{op} has one algorithm; use auto, got {algorithm!r}", "--algo")
+        return algorithm
+    if algorithm != "auto" and algorithm not in known:
+        raise ScenarioError(f"unknown algorithm {algorithm!r} for {op}; known: auto, {', '.join(known)}", "--algo")
+    if algorithm != "auto" and algorithm not in {a for a, _ in collectives.candidates(name, paths, group)}:
+        if algorithm == "nvls":
+            raise ScenarioError("nvls needs every GPU on one NVSwitch-4 or later (H100, H200, B200) in one "
+                                "server", "--algo")
+        if algorithm in ("tree", "pxn") and len(collectives.servers_of(paths, group)) > 1:
+            raise ScenarioError(f"{algorithm} needs the same number of GPUs on every server", "--algo")
+    return algorithm
+
+
+def simulate(op: str, paths: PathTable, group: list[str], size: int, alpha_s: float,
+             algorithm: str = "auto") -> dict | None:
+    """One row: the collective of nccl-tests size `size` on an idle network, with `algorithm`
+    ("auto": NCCL's choice for this size)."""
     spec = OPS[op]
     n = len(group)
     elements = size // ELEMENT_BYTES
@@ -152,9 +188,16 @@ def simulate(op: str, paths: PathTable, group: list[str], size: int, alpha_s: fl
     nbytes = elements * ELEMENT_BYTES
     # what the collective function takes: alltoall the bytes to one peer, the others the buffer
     argument = nbytes // n if spec.algorithm == "all_to_all" else nbytes
+    options: dict = {}
+    if spec.algorithm in collectives.ALGORITHMS:
+        if algorithm == "auto":
+            algorithm, options = collectives.choose_algorithm(spec.algorithm, paths, group, argument, alpha_s)
+        else:  # NCCL_ALGO forced: NCCL's options for it (rings: one channel per NIC across servers)
+            options = next((o for a, o in collectives.candidates(spec.algorithm, paths, group) if a == algorithm), {})
+        options = {**options, "algorithm": algorithm}
     env = simpy.Environment()
     net = FlowNetwork(env, paths, alpha_s=alpha_s)
-    process = env.process(collectives.COLLECTIVES[spec.algorithm](net, group, argument))
+    process = env.process(collectives.COLLECTIVES[spec.algorithm](net, group, argument, **options))
     env.run(process)
     time_s = process.value.time_s
     algbw = nbytes / time_s / 1e9 if time_s > 0 else float("inf")
@@ -170,6 +213,7 @@ def simulate(op: str, paths: PathTable, group: list[str], size: int, alpha_s: fl
         "busbw_GBps": algbw * spec.bus_factor(n),
         "network_bytes": process.value.bytes,
         "flows": process.value.flows,
+        "algorithm": process.value.algorithm,
     }
 
 
@@ -185,19 +229,25 @@ def run(args) -> int:
     alpha_us = _number(args.alpha_us, "--alpha-us", float, 0)
     graph, group = _topology(args)
     paths = PathTable(graph)
+    algorithm = check_algorithm(args.op, getattr(args, "algo", "auto") or "auto", paths, group)
     rows = [row for size in sizes(min_bytes, max_bytes, factor)
-            if (row := simulate(args.op, paths, group, size, alpha_us * 1e-6)) is not None]
+            if (row := simulate(args.op, paths, group, size, alpha_us * 1e-6, algorithm)) is not None]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    show_algo = topologies.is_calibrated(graph) or algorithm != "auto"
     print(f"# moesim collective {args.op}: {graph.graph.get('name', args.topology)}, "
           f"{len(group)} GPUs, alpha {alpha_us:g} us, simulated (max-min fair flows)")
     print("#")
-    print(f"# {'size':>10}  {'count':>12}  {'type':>8}  {'redop':>6}  {'time':>9}  {'algbw':>7}  {'busbw':>7}")
-    print(f"# {'(B)':>10}  {'(elements)':>12}  {'':>8}  {'':>6}  {'(us)':>9}  {'(GB/s)':>7}  {'(GB/s)':>7}")
+    algo_head = ("  " + f"{'algo':>6}", "  " + f"{'':>6}") if show_algo else ("", "")
+    print(f"# {'size':>10}  {'count':>12}  {'type':>8}  {'redop':>6}  {'time':>9}  {'algbw':>7}  {'busbw':>7}"
+          f"{algo_head[0]}")
+    print(f"# {'(B)':>10}  {'(elements)':>12}  {'':>8}  {'':>6}  {'(us)':>9}  {'(GB/s)':>7}  {'(GB/s)':>7}"
+          f"{algo_head[1]}".rstrip())
     for row in rows:
+        algo = f"  {row['algorithm']:>6}" if show_algo else ""
         print(f"  {row['bytes']:>10}  {row['count']:>12}  {row['type']:>8}  {row['redop']:>6}  "
-              f"{row['time_us']:>9.2f}  {row['algbw_GBps']:>7.2f}  {row['busbw_GBps']:>7.2f}")
+              f"{row['time_us']:>9.2f}  {row['algbw_GBps']:>7.2f}  {row['busbw_GBps']:>7.2f}{algo}")
     if rows:
         average = sum(row["busbw_GBps"] for row in rows) / len(rows)
         print(f"# Avg bus bandwidth    : {average:g}")

@@ -25,7 +25,8 @@ def same_graph(a: nx.DiGraph, b: nx.DiGraph) -> bool:
 
 
 def test_registry_lists_every_builder():
-    assert sorted(BUILDERS) == ["mesh2d", "multi_node", "nvlink_mesh", "nvswitch", "pcie_tree", "ring", "torus2d"]
+    assert sorted(BUILDERS) == ["dgx-a100", "dgx-h100", "hgx-h200", "mesh2d", "multi_node", "nvlink_mesh",
+                                "nvswitch", "pcie-a100", "pcie-h100", "pcie_tree", "ring", "torus2d"]
     assert builder_kwargs("nvswitch") == ["gpus", "device", "link"]
 
 

@@ -62,7 +62,7 @@ def _build(scenario: Scenario) -> System:
     if workload.mode == "training" and workload.phase != "prefill":
         raise ScenarioError("training processes whole sequences; use phase: prefill", "workload.phase")
     model = model_spec(scenario.model, field="model")
-    graph = topologies.build(dict(scenario.topology), field="topology")
+    graph = topologies.build(_topology_spec(scenario), field="topology")
     gpus = len(topologies.gpu_nodes(graph))
     ep, tp = _parallel_sizes(scenario, gpus)
     tokens_per_sequence = workload.seq_len if workload.phase == "prefill" else 1
@@ -99,6 +99,14 @@ def _build(scenario: Scenario) -> System:
     compute = [ComputeModel(gpu_spec(device), calibration) for device in devices]
     return System(scenario, model, graph, trace, history, tokens, workload.seq_len, tp, ownership,
                   strategy, plan, compute, memory)
+
+
+def _topology_spec(scenario: Scenario) -> dict:
+    """The topology section with a calibration file path resolved against the scenario's folder."""
+    spec = dict(scenario.topology)
+    if isinstance(spec.get("calibration"), str):
+        spec["calibration"] = str(scenario.resolve_path(spec["calibration"]))
+    return spec
 
 
 def _replica_slots(model, memory: list[MemoryUse], devices: list[str], ep: int) -> int:

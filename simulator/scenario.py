@@ -28,6 +28,8 @@ class _OpenSection(BaseModel):
 
 
 class Parallelism(_Section):
+    """How the GPUs split the model: expert parallelism and attention parallelism."""
+
     ep: int | None = Field(None, ge=1, description="expert-parallel group size; default: every GPU")
     attention: Literal["tp", "dp"] = Field("tp", description="tensor- or data-parallel attention")
     tp: int | None = Field(
@@ -36,40 +38,55 @@ class Parallelism(_Section):
 
 
 class Workload(_Section):
-    mode: Literal["inference", "training"] = "inference"
-    phase: Literal["prefill", "decode"] = "prefill"
+    """What one iteration is and where its routing comes from."""
+
+    mode: Literal["inference", "training"] = Field(
+        "inference", description="inference: forward passes; training: forward + backward + optimizer")
+    phase: Literal["prefill", "decode"] = Field(
+        "prefill", description="prefill: batch x seq_len tokens; decode: one new token per sequence")
     batch: int = Field(1, ge=1, description="sequences per iteration")
     seq_len: int = Field(512, ge=1, description="prefill: tokens per sequence; decode: KV-cache length")
     iterations: int = Field(20, ge=1, description="forward passes simulated back to back")
     trace: dict[str, Any] = Field(
         default_factory=lambda: {"synthetic": {"skewness": 1.4}},
-        description="{synthetic: {skewness: S, ...}} or {file: path.npz}",
+        description="{synthetic: {skewness: S, ...}}, {file: path.npz} or "
+                    "{training_load: path.npz, start: step, stride: steps}",
     )
 
 
 class Predictor(_OpenSection):
-    kind: str = "none"
+    """Load or token predictor; other keys: its hyper-parameters, history, replan_every, presend."""
+
+    kind: str = Field("none", description="none, distribution.*, token.*, oracle.* (predictors.md)")
 
 
 class Balancer(_OpenSection):
-    kind: str = "static"
+    """Expert placement; other keys: the balancer's options (or `placement` for static)."""
+
+    kind: str = Field("static", description="static, greedy_duplication, eplb, ilp, oracle")
 
 
 class Network(_Section):
+    """Flow-network settings."""
+
     alpha_us: float = Field(0.0, ge=0, description="per-message software overhead added to every flow")
 
 
 class Compute(_Section):
+    """Kernel cost model settings."""
+
     calibration: str | None = Field(None, description="CSV of measured kernel times (optional)")
     grouped_gemm: bool = Field(False, description="one grouped GEMM per GPU instead of one per expert")
 
 
 class Scenario(_Section):
-    name: str = "scenario"
-    seed: int = Field(0, ge=0)
-    model: str | dict[str, Any] = "mixtral-8x7b"
+    name: str = Field("scenario", description="a label carried into the results")
+    seed: int = Field(0, ge=0, description="seeds the synthetic trace and any drawn routing")
+    model: str | dict[str, Any] = Field(
+        "mixtral-8x7b", description="catalogue name or an inline mapping (workloads.md)")
     topology: dict[str, Any] = Field(
-        default_factory=lambda: {"builder": "nvlink_mesh", "gpus": 4, "device": "a100-sxm4-80gb"}
+        default_factory=lambda: {"builder": "nvlink_mesh", "gpus": 4, "device": "a100-sxm4-80gb"},
+        description="{builder: NAME, ...arguments} or {nodes: [...], links: [...]} (topologies.md)",
     )
     parallelism: Parallelism = Parallelism()
     workload: Workload = Workload()

@@ -26,8 +26,9 @@ PREDICTORS = {
 
 
 def latency_ms(topology: dict, skewness: float, predictor: dict) -> float:
+    predictor = {"history": 4, **predictor}  # the baseline simulates the same trace iterations
     if predictor["kind"] != "none":
-        predictor = {"history": 4, "replan_every": 3, **predictor}
+        predictor = {"replan_every": 3, **predictor}
     scenario = validate_scenario({
         "model": MODEL, "topology": topology,
         "workload": {"batch": 2, "seq_len": 2048, "iterations": 6,

@@ -39,7 +39,8 @@ def candidates(predictor_extra: dict[str, Any], balancers=BALANCERS, token_sizes
                with_arima: bool = False) -> list[Candidate]:
     """The sweep: none; each Distribution-Only predictor; each Token-to-Expert predictor (the
     learned one over sizes); the oracle — each with each balancer."""
-    found = [Candidate("none", {"kind": "none"}, "static")]
+    # the baseline simulates the same trace iterations as the others (same history offset)
+    found = [Candidate("none", {"kind": "none", **predictor_extra}, "static")]
     distribution = DISTRIBUTION_PREDICTORS + (("distribution.arima",) if with_arima else ())
     for balancer in balancers:
         for kind in distribution:

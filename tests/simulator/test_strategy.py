@@ -20,8 +20,10 @@ PCIE = {"builder": "pcie_tree", "gpus": 4, "device": "a100-pcie-80gb", "gpus_per
 
 def scenario(predictor, balancer="greedy_duplication", topology=NVLINK, skewness=2.5, iterations=6,
              history=4):
+    # every variant, the baseline included, simulates the same trace iterations (after `history`)
+    predictor = {"history": history, **predictor}
     if predictor["kind"] != "none":
-        predictor = {"history": history, "replan_every": 3, **predictor}
+        predictor = {"replan_every": 3, **predictor}
     return validate_scenario({
         "model": MODEL, "topology": topology,
         "workload": {"batch": 2, "seq_len": 2048, "iterations": iterations,

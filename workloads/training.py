@@ -174,12 +174,12 @@ class TrainingConfig:
     d_model: int = 64
     d_ffn: int = 128         # hidden width of one expert
     heads: int = 4
-    seq_len: int = 64
-    batch: int = 16          # sequences per step; tokens per step = batch * seq_len
-    lr: float = 3e-3
+    seq_len: int = 32
+    batch: int = 32          # sequences per step; tokens per step = batch * seq_len
+    lr: float = 1e-3
     warmup: int = 100        # steps of linear learning-rate warm-up, then constant
     weight_decay: float = 0.01
-    aux_loss: float = 0.0    # Switch load-balancing loss coefficient (0 = off; Switch used 0.01)
+    aux_loss: float = 0.01   # Switch load-balancing loss coefficient (Switch's value; 0 = off)
     seed: int = 0
     threads: int = 1         # torch intra-op threads (results are reproducible per count)
 
@@ -200,11 +200,11 @@ class TrainingConfig:
         if self.d_model % self.heads:
             raise WorkloadError(f"d_model ({self.d_model}) must be a multiple of heads, "
                                 f"got {self.heads}", "heads")
-        for name, low in (("lr", 0.0), ("weight_decay", -1e-300), ("aux_loss", -1e-300)):
+        for name, positive in (("lr", True), ("weight_decay", False), ("aux_loss", False)):
             value = getattr(self, name)
             if (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
-                    or not np.isfinite(value) or value <= low):
-                allowed = "> 0" if low == 0.0 else ">= 0"
+                    or not np.isfinite(value) or value < 0 or (positive and value == 0)):
+                allowed = "> 0" if positive else ">= 0"
                 raise WorkloadError(f"must be a finite number {allowed}, got {value!r}", name)
 
 
@@ -284,6 +284,7 @@ def _build_model(torch, config: TrainingConfig, vocab: int):
         def __init__(self):
             super().__init__()
             self.embed = nn.Embedding(vocab, d)
+            nn.init.normal_(self.embed.weight, std=d ** -0.5)  # tied head: logits start O(1)
             self.position = nn.Parameter(torch.randn(config.seq_len, d) * 0.02)
             self.blocks = nn.ModuleList(Block() for _ in range(config.layers))
             self.norm = nn.LayerNorm(d)
@@ -316,7 +317,7 @@ def read_text(text_path: str | os.PathLike, min_bytes: int, field: str = "text")
 
 
 def train_load_trace(text_path: str | os.PathLike, steps: int, layers: int = 4, experts: int = 8,
-                     top_k: int = 1, aux_loss: float = 0.0, seed: int = 0,
+                     top_k: int = 1, aux_loss: float = 0.01, seed: int = 0,
                      log_every: int = 0, **hyper) -> TrainingLoadTrace:
     """Train the MoE LM for `steps` steps on `text_path`; return its per-step load shares.
 

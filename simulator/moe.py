@@ -39,6 +39,7 @@ class MoEPipeline:
         self.system = system
         self.model = system.model
         self.marks: list[Mark] = []
+        self.on_iteration = None  # called with the iteration index when GPU 0 finishes one
         self._moe_index = {layer: i for i, layer in enumerate(self.model.moe_layer_indices)}
         self._ep_group = list(range(system.gpus))
         self._token_bytes = self.model.hidden * self.model.dtype_bytes
@@ -73,6 +74,8 @@ class MoEPipeline:
                 yield from self.layer(rank, iteration, layer)
                 self.mark(rank, iteration, layer)
             yield from self.step_tail(rank, iteration)
+            if rank == 0 and self.on_iteration is not None:
+                self.on_iteration(iteration)
 
     def step_tail(self, rank: int, iteration: int):
         """What follows the forward pass in one iteration: nothing in inference."""

@@ -27,14 +27,18 @@ class RunResult:
         return run_timeline(self.cluster, self.system, self.pipeline)
 
 
-def simulate(scenario: Scenario, source: str = "scenario") -> RunResult:
-    """Build the system, run every iteration as events, and summarise the records."""
+def simulate(scenario: Scenario, source: str = "scenario", on_iteration=None) -> RunResult:
+    """Build the system, run every iteration as events, and summarise the records.
+
+    `on_iteration(i)` is called as GPU 0 finishes iteration i (for progress bars).
+    """
     started = time.perf_counter()
     system = build_system(scenario, source)
     env = CountingEnvironment()
     cluster = Cluster(env, system.graph, alpha_s=scenario.network.alpha_us * 1e-6)
     pipeline_class = TrainingPipeline if scenario.workload.mode == "training" else MoEPipeline
     pipeline = pipeline_class(cluster, system)
+    pipeline.on_iteration = on_iteration
     pipeline.start()
     env.run()
     wall_s = time.perf_counter() - started

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from simulator.results import write_results
 from simulator.run import simulate
@@ -18,12 +22,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario value, e.g. --set workload.batch=4 (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar with ETA on stderr (default: when stderr is a terminal)")
 
 
 def run(args) -> int:
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     scenario = load_scenario(args.scenario, overrides)
-    result = simulate(scenario, source=args.scenario)
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.quiet)
+    with tqdm(total=scenario.workload.iterations, unit="iteration", desc=scenario.name,
+              disable=not show, file=sys.stderr) as bar:
+        result = simulate(scenario, source=args.scenario, on_iteration=lambda i: bar.update(1))
     write_results(Path(args.out), result.summary, result.rows, result.timeline())
     if not args.quiet:
         print(format_summary(result.summary, args.out))

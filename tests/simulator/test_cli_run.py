@@ -99,3 +99,9 @@ def test_trace_that_disagrees_with_the_model_exits_2(tmp_path, capsys):
 def test_missing_scenario_file_exits_2(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", tmp_path / "nope.yaml", "--out", tmp_path)
     assert code == 2 and "no such file" in err
+
+
+def test_progress_bar_counts_iterations_on_stderr(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "run", DEFAULT, "--out", tmp_path, "--progress", *FAST)
+    assert code == 0
+    assert "2/2" in err and "iteration" in err

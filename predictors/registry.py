@@ -18,6 +18,7 @@ from predictors.ffn import FFNPredictor
 from predictors.lstm import LSTMPredictor
 from predictors.oracle import DistributionOracle, TokenOracle
 from predictors.token import ConditionalPredictor, FrequencyPredictor
+from predictors.training_load import LoadLSTMPredictor
 
 PREDICTORS: dict[str, type] = {
     cls.kind: cls
@@ -27,6 +28,7 @@ PREDICTORS: dict[str, type] = {
         WindowPredictor,
         EWMAPredictor,
         ARIMAPredictor,
+        LoadLSTMPredictor,
         DistributionOracle,
         FrequencyPredictor,
         ConditionalPredictor,

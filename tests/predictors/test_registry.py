@@ -14,7 +14,7 @@ from predictors import (
     predictor_size,
 )
 
-OPTIONAL = {"distribution.arima": "statsmodels", "token.lstm": "torch"}
+OPTIONAL = {"distribution.arima": "statsmodels", "token.lstm": "torch", "distribution.lstm": "torch"}
 
 
 def _installed(kind):
@@ -25,7 +25,8 @@ def _installed(kind):
 def test_registry_lists_every_kind_of_the_design():
     assert set(PREDICTORS) == {
         "none", "distribution.mle", "distribution.window", "distribution.ewma",
-        "distribution.arima", "oracle.distribution", "token.frequency", "token.conditional",
+        "distribution.arima", "distribution.lstm", "oracle.distribution", "token.frequency",
+        "token.conditional",
         "token.ffn", "token.lstm", "oracle.token"}
 
 

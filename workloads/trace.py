@@ -14,7 +14,6 @@ stays vectorised. On disk (DESIGN.md section 6) it is one ``.npz``:
 
 import json
 import os
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from workloads.errors import WorkloadError
+from workloads.npz import save_npz_atomic
 from workloads.models import ModelSpec
 
 _OPTIONAL = ("token_ids", "features", "weights")
@@ -126,24 +126,12 @@ class RoutingTrace:
     # --- disk ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the .npz atomically (temp file in the same folder, then os.replace)."""
-        path = Path(path)
         arrays = {"experts": self.experts}
         for name in _OPTIONAL:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
-        meta = {key: value for key, value in self.meta.items() if key != "path"}
-        arrays["meta"] = np.array([json.dumps(meta, sort_keys=True)])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(temp, "xb") as out:  # "x": never clobber; mode follows the umask
-                np.savez_compressed(out, **arrays)
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return path
+        return save_npz_atomic(path, arrays, self.meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike,

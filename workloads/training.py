@@ -30,7 +30,6 @@ import json
 import os
 import sys
 import time
-import uuid
 import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from workloads.errors import WorkloadError
+from workloads.npz import save_npz_atomic
 
 KIND = "training-load"
 _SUM_TOLERANCE = 1e-3  # float32 shares of one layer-step must sum to 1 within this
@@ -71,22 +71,10 @@ class TrainingLoadTrace:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the .npz atomically (temp file in the same folder, then os.replace)."""
-        path = Path(path)
         arrays = {"shares": self.shares}
         if self.loss is not None:
             arrays["loss"] = self.loss
-        meta = {key: value for key, value in self.meta.items() if key != "path"}
-        arrays["meta"] = np.array([json.dumps(meta, sort_keys=True)])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(temp, "xb") as out:
-                np.savez_compressed(out, **arrays)
-            os.replace(temp, path)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return path
+        return save_npz_atomic(path, arrays, self.meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike, field: str | None = None) -> TrainingLoadTrace:

@@ -28,11 +28,12 @@ from predictors.params import check_bool, check_choice, check_float, check_int, 
 _DEFAULT_HIDDEN = 64
 
 
-def _torch(field: str = "predictor.kind"):
+def _torch(field: str = "predictor.kind", kind: str = "token.lstm"):
+    """torch, imported on use (it is optional); a clear install hint naming `kind` if missing."""
     try:
         import torch
     except ImportError:
-        raise PredictorError("token.lstm needs torch, which is not installed: "
+        raise PredictorError(f"{kind} needs torch, which is not installed: "
                              "pip install moesim[lstm] (or pip install torch)", field) from None
     return torch
 

@@ -32,6 +32,7 @@ from predictors.base import VALUE_BYTES, DistributionPredictor, PredictorCost, n
 from predictors.distribution import WindowPredictor, model_shape
 from predictors.errors import PredictorError
 from predictors.lstm import _threads
+from predictors.lstm import _torch as lstm_torch
 from predictors.params import check_float, check_int
 
 # Defaults of the state detection, chosen on the committed trace (docs/training-load.md): a
@@ -137,12 +138,7 @@ def detect_states(shares: Any, window: int = STATE_WINDOW,
 # --- the LSTM forecaster -------------------------------------------------------------------------
 
 def _torch(field: str = "predictor.kind"):
-    try:
-        import torch
-    except ImportError:
-        raise PredictorError("distribution.lstm needs torch, which is not installed: "
-                             "pip install moesim[lstm] (or pip install torch)", field) from None
-    return torch
+    return lstm_torch(field, kind="distribution.lstm")
 
 
 class LoadLSTMPredictor(DistributionPredictor):

@@ -26,6 +26,7 @@ that exporters read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -141,6 +142,58 @@ def max_min_rates(
     return rate, rounds
 
 
+def _fill_columns(
+    cols: np.ndarray, capacity_Bps: np.ndarray, rate_Bps: np.ndarray | None = None,
+    kept: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """`max_min_rates` with flow f's links in column ``cols[:, f]`` (the network's fast path).
+
+    Columns are padded with the spare link ``len(capacity_Bps) - 1``, whose capacity must be
+    inf (it never binds). `kept` (optional, a mask) keeps those flows at `rate_Bps`, as
+    `kept_rate_Bps` does. Same arithmetic in the same order as `max_min_rates`, so the same
+    rates to the bit: a link saturates when no flow on it has a lower minimum (that is
+    `level <= link_min * (1 + LEVEL_RTOL)`, without `ufunc.at`), and the capacity a round takes
+    is summed flow by flow in path order. A link nobody uses any more may be zeroed early: it
+    is never read again. Whole-column numpy only, so a round costs a few microseconds.
+    """
+    width, n_flows = cols.shape
+    n_links = len(capacity_Bps)
+    if kept is None:
+        rate = np.zeros(n_flows)
+        capacity_left = capacity_Bps.copy()
+        free = np.arange(n_flows)
+    else:
+        rate = rate_Bps.copy()  # the free flows' entries are all overwritten below
+        capacity_left = np.maximum(capacity_Bps - np.bincount(
+            cols[:, kept].T.ravel(), weights=np.repeat(rate[kept], width), minlength=n_links
+        ), 0.0)
+        free = np.flatnonzero(~kept)
+        cols = cols[:, free]
+    rounds = 0
+    bound = 1 + LEVEL_RTOL
+    minimum, any_of = np.minimum.reduce, np.logical_or.reduce
+    while free.size:
+        rounds += 1
+        level = capacity_left / np.maximum(np.bincount(cols.ravel(), minlength=n_links), 1)
+        pair_level = level[cols]
+        flow_min = minimum(pair_level, axis=0)
+        blocked = np.zeros(n_links, dtype=bool)
+        blocked[cols[pair_level > flow_min * bound]] = True
+        saturated = ~blocked  # (or unused: its level and capacity are never read again)
+        frozen = any_of(saturated[cols], axis=0)
+        if frozen.all():
+            rate[free] = flow_min
+            break
+        frozen_rate = flow_min[frozen]
+        rate[free[frozen]] = frozen_rate
+        capacity_left -= np.bincount(cols[:, frozen].T.ravel(),
+                                     weights=np.repeat(frozen_rate, width), minlength=n_links)
+        capacity_left[saturated | (capacity_left < 0)] = 0.0
+        keep = ~frozen
+        cols, free = cols[:, keep], free[keep]
+    return rate, rounds
+
+
 class _Columns:
     """Growable numpy columns (amortised O(1) append of many rows at once)."""
 
@@ -204,7 +257,8 @@ class FlowNetwork:
         self._capacity_Bps = np.asarray(paths.capacity_Bps, dtype=float)
         self._n_links = len(self._capacity_Bps)
         # observability: delivered bytes per link, solves, totals
-        self.bytes_on_link = np.zeros(self._n_links)
+        self._bytes_on_link = np.zeros(self._n_links)
+        self._done_batches: list[np.ndarray] = []  # finished flows not yet in _bytes_on_link
         self.solves = 0
         self.solve_rounds = 0
         self.bytes_requested = 0.0
@@ -230,13 +284,15 @@ class FlowNetwork:
         self._groups = _Columns(left=np.int64, first=np.int64, count=np.int64, single=bool)
         self._group_events: list[simpy.Event | None] = []  # None once fired
         self._group_meta: list[tuple[Any, float, float]] = []  # tag, start_s, bytes
-        # active (draining) flows, compact; pairs = (position in active arrays, link id)
+        # active (draining) flows, compact
         self._act_id = np.zeros(0, dtype=np.int64)
         self._act_size = np.zeros(0)
         self._act_remaining = np.zeros(0)
         self._act_rate = np.zeros(0)
-        self._pair_pos = np.zeros(0, dtype=np.int64)
-        self._pair_link = np.zeros(0, dtype=np.int64)
+        # each active flow's enforced links as a column, padded with the spare link n_links of
+        # infinite capacity (so the solver works on whole columns, no per-pair bookkeeping)
+        self._capacity_ext = np.append(self._capacity_Bps, np.inf)
+        self._act_cols = np.zeros((1, 0), dtype=np.int64)
         self._last_update_s = env.now
         # flows waiting out alpha + latency, keyed by the exact activation time
         self._arrivals: dict[float, list[np.ndarray]] = {}
@@ -358,7 +414,7 @@ class FlowNetwork:
             if dt > 0:
                 self._act_remaining -= self._act_rate * dt
             # finished: residue below FINISH_RTOL of the size, or below what the clock can resolve
-            time_eps = 4 * np.spacing(max(now, 1e-300))
+            time_eps = 4 * math.ulp(max(now, 1e-300))
             done = (self._act_remaining <= self.finish_rtol * self._act_size) | (
                 self._act_remaining <= self._act_rate * time_eps
             )
@@ -386,16 +442,37 @@ class FlowNetwork:
             ids, sizes = ids[~empty], sizes[~empty]
         if not ids.size:
             return
-        which, links = self._links_of(ids)
-        keep = ~self._redundant[links]
-        which, links = which[keep], links[keep]
-        base = self._act_id.size
-        self._pair_pos = np.concatenate((self._pair_pos, base + which))
-        self._pair_link = np.concatenate((self._pair_link, links))
+        cols = self._columns_of(ids)
+        old = self._act_cols
+        if not self._act_id.size:
+            self._act_cols = cols
+        else:
+            width = max(old.shape[0], cols.shape[0])
+            self._act_cols = np.concatenate((self._pad(old, width), self._pad(cols, width)), axis=1)
         self._act_id = np.concatenate((self._act_id, ids))
         self._act_size = np.concatenate((self._act_size, sizes))
         self._act_remaining = np.concatenate((self._act_remaining, sizes))
         self._act_rate = np.concatenate((self._act_rate, np.zeros(ids.size)))
+
+    def _pad(self, cols: np.ndarray, width: int) -> np.ndarray:
+        """`cols` with spare-link rows added up to `width` (paths of different lengths)."""
+        if cols.shape[0] == width:
+            return cols
+        spare = np.full((width - cols.shape[0], cols.shape[1]), self._n_links, dtype=np.int64)
+        return np.concatenate((cols, spare))
+
+    def _columns_of(self, ids: np.ndarray) -> np.ndarray:
+        """The solver columns of flows `ids`: their non-redundant links in path order, padded."""
+        which, links = self._links_of(ids)
+        keep = ~self._redundant[links]
+        which, links = which[keep], links[keep]
+        counts = np.bincount(which, minlength=ids.size)
+        width = max(int(counts.max()) if ids.size else 1, 1)
+        first = np.cumsum(counts) - counts
+        within = np.arange(which.size, dtype=np.int64) - np.repeat(first, counts)
+        cols = np.full((width, ids.size), self._n_links, dtype=np.int64)
+        cols[within, which] = links
+        return cols
 
     def _links_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All (index into `ids`, link id) pairs of the flows `ids`, gathered without a loop."""
@@ -444,26 +521,46 @@ class FlowNetwork:
             self._rebuild_pairs()
 
     def _rebuild_pairs(self) -> None:
-        """Recompute the active flows' solver pairs after the set of skipped links changed."""
-        which, links = self._links_of(self._act_id)
-        keep = ~self._redundant[links]
-        self._pair_pos, self._pair_link = which[keep], links[keep]
+        """Recompute the active flows' solver columns after the set of skipped links changed."""
+        self._act_cols = self._columns_of(self._act_id)
 
     def _finish_active(self, done: np.ndarray, now: float) -> None:
-        pair_done = done[self._pair_pos]
         ids = self._act_id[done]
-        which, links = self._links_of(ids)
-        self.bytes_on_link += np.bincount(links, weights=self._act_size[done][which],
-                                          minlength=self._n_links)
+        self._done_batches.append(ids)
+        if len(self._done_batches) >= 256:
+            self._flush_bytes_on_link()
         keep = ~done
-        new_pos = np.cumsum(keep) - 1
-        self._pair_pos = new_pos[self._pair_pos[~pair_done]]
-        self._pair_link = self._pair_link[~pair_done]
+        self._act_cols = self._act_cols[:, keep]
         self._act_id = self._act_id[keep]
         self._act_size = self._act_size[keep]
         self._act_remaining = self._act_remaining[keep]
         self._act_rate = self._act_rate[keep]
         self._complete(ids, now)
+
+    @property
+    def bytes_on_link(self) -> np.ndarray:
+        """Bytes delivered over each link (by flows finished so far), indexed by link id."""
+        self._flush_bytes_on_link()
+        return self._bytes_on_link
+
+    def _flush_bytes_on_link(self) -> None:
+        """Add the finished batches' bytes per link, batch by batch as if added at each event.
+
+        Deferred so one call handles many events: a (batch, link) bincount sums each batch in
+        flow order from 0, and cumsum over batches adds them to the total in event order, the
+        same floating-point operations as ``bytes_on_link += bincount(batch)`` per event.
+        """
+        batches, self._done_batches = self._done_batches, []
+        if not batches:
+            return
+        ids = np.concatenate(batches)
+        which, links = self._links_of(ids)
+        n_links = self._n_links
+        batch = np.repeat(np.arange(len(batches)), [b.size for b in batches])[which]
+        sums = np.bincount(batch * n_links + links, weights=self._flows.size[ids][which],
+                           minlength=len(batches) * n_links).reshape(len(batches), n_links)
+        sums[0] += self._bytes_on_link
+        self._bytes_on_link[:] = np.cumsum(sums, axis=0)[-1]  # in place: views stay current
 
     def _solve(self, restart_level_Bps: float = 0.0) -> None:
         """Recompute the active flows' rates; after completions only, from `restart_level_Bps`.
@@ -473,18 +570,14 @@ class FlowNetwork:
         new problem too (removing flows only raises link levels, and every link of a leaver had
         a level >= the leaver's rate), so they keep their rates and filling resumes above it.
         """
-        kept_rate = None
+        kept = None
         if restart_level_Bps > 0:
             kept = self._act_rate < restart_level_Bps * (1 - RESTART_RTOL)
-            kept_rate = np.where(kept, self._act_rate, np.nan)
-        self._act_rate, rounds = max_min_rates(
-            self._pair_pos, self._pair_link, self._capacity_Bps, self._act_id.size, kept_rate
-        )
-        if kept_rate is not None and not np.all(self._act_rate > 0):
+        self._act_rate, rounds = _fill_columns(self._act_cols, self._capacity_ext, self._act_rate,
+                                               kept)
+        if kept is not None and not np.all(self._act_rate > 0):
             # rounding left a resumed solve without capacity for some flow: solve afresh
-            self._act_rate, more = max_min_rates(
-                self._pair_pos, self._pair_link, self._capacity_Bps, self._act_id.size
-            )
+            self._act_rate, more = _fill_columns(self._act_cols, self._capacity_ext)
             rounds += more
         self.solves += 1
         self.solve_rounds += rounds
@@ -497,11 +590,13 @@ class FlowNetwork:
         flows = self._flows
         flows.end[ids] = now
         self.bytes_delivered += float(flows.size[ids].sum())
-        groups, counts = np.unique(flows.group[ids], return_counts=True)
+        groups = flows.group[ids]
         left = self._groups.left
-        left[groups] -= counts
-        for group in groups[left[groups] == 0]:
-            self._succeed_group(int(group), now)
+        np.subtract.at(left, groups, 1)
+        done = groups[left[groups] == 0]
+        if done.size:
+            for group in np.unique(done):  # in group order, as events are scheduled
+                self._succeed_group(int(group), now)
 
     def _succeed_group(self, group: int, now: float) -> None:
         if self._groups.single[group]:

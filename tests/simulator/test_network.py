@@ -440,3 +440,74 @@ def test_finish_tolerance_trades_solves_for_bounded_error():
     assert rough_end.max() == pytest.approx(exact_end.max(), rel=2e-2)
     with pytest.raises(ValueError, match="finish_rtol"):
         random_all_to_all(FlowNetwork, 5, finish_rtol=1.0)
+
+
+# ------------------------------------------------------------------ the fast path is exact
+
+
+@st.composite
+def ragged_incidence(draw):
+    """Paths of different lengths in any link order, capacities with arbitrary mantissas."""
+    n_links = draw(st.integers(1, 8))
+    capacity = draw(st.lists(st.floats(1.0, 100.0), min_size=n_links, max_size=n_links))
+    flow_links = [draw(st.permutations(range(n_links)))[:draw(st.integers(1, n_links))]
+                  for _ in range(draw(st.integers(1, 14)))]
+    return flow_links, capacity
+
+
+def as_columns(flow_links, n_links):
+    width = max(len(links) for links in flow_links)
+    cols = np.full((width, len(flow_links)), n_links, dtype=np.int64)  # spare link n_links
+    for f, links in enumerate(flow_links):
+        cols[:len(links), f] = links
+    return cols
+
+
+@settings(max_examples=150, deadline=None)
+@given(ragged_incidence(), st.data())
+def test_column_solver_gives_the_pair_solver_rates_to_the_bit(problem, data):
+    from simulator.network import _fill_columns
+
+    flow_links, capacity = problem
+    pair_flow, pair_link = as_pairs(flow_links)
+    cols = as_columns(flow_links, len(capacity))
+    capacity_ext = np.append(capacity, np.inf)
+    rates, rounds = max_min_rates(pair_flow, pair_link, np.array(capacity), len(flow_links))
+    fast, fast_rounds = _fill_columns(cols, capacity_ext)
+    np.testing.assert_array_equal(fast, rates)
+    assert fast_rounds == rounds
+    level = data.draw(st.sampled_from(sorted(set(rates.tolist()))))
+    kept = rates < level * (1 - 1e-9)
+    resumed, resumed_rounds = max_min_rates(pair_flow, pair_link, np.array(capacity),
+                                            len(flow_links), np.where(kept, rates, np.nan))
+    fast, fast_rounds = _fill_columns(cols, capacity_ext, rates, kept)
+    np.testing.assert_array_equal(fast, resumed)
+    assert fast_rounds == resumed_rounds
+
+
+def test_bytes_on_link_is_the_same_whenever_it_is_read():
+    """Per-link bytes are added lazily in batches; reading early or late changes no bit."""
+    def run(read_every_solve):
+        graph = two_tier(3, 4)
+        env = simpy.Environment()
+        seen = []
+        net = FlowNetwork(env, PathTable(graph), alpha_s=1e-6)
+        if read_every_solve:
+            net.on_solve = lambda _t, _rate: seen.append(net.bytes_on_link.copy())
+        rng = np.random.default_rng(7)
+        names = [f"gpu{i}" for i in range(12)]
+        pairs = [(a, b) for a in names for b in names if a != b]
+        for _ in range(3):  # over 256 completion events: the batch flush runs mid-run too
+            net.transfer_many([a for a, _ in pairs], [b for _, b in pairs],
+                              rng.uniform(1e5, 5e6, len(pairs)))
+        env.run()
+        return net, seen
+
+    lazy, _ = run(False)
+    eager, seen = run(True)
+    assert len(seen) > 256 and np.all(np.diff(np.array(seen), axis=0) >= 0)
+    np.testing.assert_array_equal(lazy.bytes_on_link, eager.bytes_on_link)
+    expected = np.zeros(len(lazy.paths.links))
+    for record in lazy.records():
+        expected[list(record.links)] += record.bytes
+    np.testing.assert_allclose(lazy.bytes_on_link, expected, rtol=1e-12)

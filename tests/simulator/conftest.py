@@ -35,3 +35,16 @@ def make_scenario():
 @pytest.fixture
 def tiny_model():
     return dict(TINY_MODEL)
+
+
+@pytest.fixture
+def moesim(capsys):
+    """Run `moesim ARGS...` through the real CLI entry point; returns (exit code, stdout, stderr)."""
+    from simulator import cli
+
+    def run(*argv):
+        code = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

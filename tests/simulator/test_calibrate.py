@@ -10,7 +10,6 @@ import yaml
 
 import topologies
 from simulator import calibrate as cal
-from simulator import cli
 from simulator.errors import ScenarioError
 from topologies.paths import PathTable, gpu_nodes
 
@@ -21,16 +20,6 @@ DOC = ROOT / "docs" / "calibration.md"
 TRUTH = {"links": {"nvswitch3": {"efficiency": 0.7, "message_latency_us": 1.5}}, "launch_us": {"ring": 6.0}}
 SIZES_SMALL = [1024, 4096]
 SIZES_LARGE = [2**28, 2**30]
-
-
-@pytest.fixture
-def moesim(capsys):
-    def run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def measured_log(tmp_path, ranks, op="all_reduce", sizes=SIZES_SMALL + SIZES_LARGE, name=None):

@@ -7,23 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from simulator import cli
 from simulator.commands.collective import parse_size, sizes
 from simulator.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "collectives.md"
-
-
-@pytest.fixture
-def moesim(capsys):
-    """Run `moesim ARGS...` through the real CLI entry point; (exit code, stdout, stderr)."""
-    def run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_table_has_nccl_tests_columns_and_one_row_per_size(moesim):

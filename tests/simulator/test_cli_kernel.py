@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from simulator import cli
 from simulator.commands.kernel import parse_counts
 from simulator.compute import ComputeModel, reference_gemms
 from simulator.errors import ScenarioError
@@ -15,17 +14,6 @@ from topologies.devices import gpu_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "compute.md"
-
-
-@pytest.fixture
-def moesim(capsys):
-    """Run `moesim ARGS...` through the real CLI entry point; (exit code, stdout, stderr)."""
-    def run(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_ffn_table_prints_one_row_per_token_count(moesim):

@@ -6,7 +6,7 @@ import pytest
 import simpy
 
 import topologies
-from simulator import cli, collectives
+from simulator import collectives
 from simulator.collectives import all_reduce, all_to_all, choose_algorithm, tuning
 from simulator.errors import ScenarioError
 from simulator.network import FlowNetwork
@@ -151,16 +151,6 @@ def test_uncalibrated_collectives_add_no_launch_or_message_latency():
     net = FlowNetwork(simpy.Environment(), PathTable(graph))
     assert collectives.launch_s(net, "ring") == 0
     assert collectives.message_latency_s(net.paths, "gpu0", "gpu1") == 0
-
-
-@pytest.fixture
-def moesim(capsys):
-    def go(*argv):
-        code = cli.main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return go
 
 
 @pytest.mark.parametrize("argv, text", [

@@ -20,6 +20,7 @@ from predictors.base import PredictorCost, distribution_error, top_k_accuracy
 from predictors.registry import make_predictor, predictor_family, predictor_interface
 from simulator.errors import ScenarioError
 from simulator.placement import Placement, PlacementRequest, make_placement
+from workloads.trace import load_counts
 
 # Keys of the scenario's `predictor:` section that the simulator reads (the rest go to the predictor).
 PREDICTOR_RUN_KEYS = ("kind", "history", "replan_every", "presend")
@@ -66,15 +67,6 @@ def predictor_settings(spec: dict[str, Any]) -> tuple[int, int, bool | None]:
     return history, window, presend
 
 
-def true_loads(experts: np.ndarray, num_experts: int) -> np.ndarray:
-    """[iterations, layers, experts] (token, k) pair counts of a trace slice."""
-    iterations, layers = experts.shape[:2]
-    flat = experts.reshape(iterations * layers, -1)
-    offsets = np.arange(iterations * layers)[:, None] * num_experts
-    counts = np.bincount((flat + offsets).ravel(), minlength=iterations * layers * num_experts)
-    return counts.reshape(iterations, layers, num_experts)
-
-
 def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, owned_tokens: np.ndarray,
                   predictor_spec: dict[str, Any], balancer_kind: str, balancer_config: dict[str, Any],
                   base_request: PlacementRequest, static: Placement) -> Strategy:
@@ -82,7 +74,7 @@ def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, o
     kind = predictor_spec.get("kind", "none")
     _, window, presend = predictor_settings(predictor_spec)
     experts = trace.experts[: history + iterations, :, :tokens, :]
-    loads = true_loads(experts, model.experts)
+    loads = load_counts(experts, model.experts)
     gpus = len(owned_tokens)
 
     def decide(predicted_loads: np.ndarray | None, it: int) -> Placement:
@@ -147,7 +139,7 @@ def _token_strategy(predictor, model, trace, experts, history, iterations, windo
     elif hasattr(predictor, "fit"):
         predictor.fit(trace, np.arange(1))
     predicted = np.stack([predictor.predict(trace, history + it)[:, :tokens] for it in range(iterations)])
-    pred_loads = true_loads(predicted, model.experts)
+    pred_loads = load_counts(predicted, model.experts)
     placements = []
     for it in range(iterations):
         placements.append(decide(pred_loads[it], it) if it % window == 0 else placements[-1])

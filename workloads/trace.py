@@ -71,15 +71,7 @@ class RoutingTrace:
 
     def load_counts(self) -> np.ndarray:
         """[iterations, layers, experts] token counts (all top-k choices), in one bincount."""
-        iterations, layers, _, _ = self.experts.shape
-        experts = self.num_experts
-        offsets = (np.arange(iterations * layers, dtype=np.int64) * experts).reshape(
-            iterations, layers, 1, 1
-        )
-        flat = (self.experts + offsets).ravel()
-        return np.bincount(flat, minlength=iterations * layers * experts).reshape(
-            iterations, layers, experts
-        )
+        return load_counts(self.experts, self.num_experts)
 
     # --- checks and views ----------------------------------------------------------------
     def check_against(self, model: ModelSpec, field: str = "workload.trace") -> None:
@@ -238,3 +230,14 @@ def _has_repeats(experts: np.ndarray) -> bool:
         np.any(experts[..., a] == experts[..., b])
         for a in range(top_k) for b in range(a + 1, top_k)
     )
+
+
+def load_counts(experts: np.ndarray, num_experts: int) -> np.ndarray:
+    """[iterations, layers, experts] counts of an [iterations, layers, tokens, k] expert-id array
+    (a trace's, or a predictor's guesses), in one bincount."""
+    iterations, layers = experts.shape[:2]
+    offsets = (np.arange(iterations * layers, dtype=np.int64) * num_experts).reshape(
+        iterations, layers, 1, 1)
+    flat = (experts.reshape(iterations, layers, -1, 1) + offsets).ravel()
+    return np.bincount(flat, minlength=iterations * layers * num_experts).reshape(
+        iterations, layers, num_experts)

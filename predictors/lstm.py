@@ -38,6 +38,26 @@ def _torch(field: str = "predictor.kind", kind: str = "token.lstm"):
     return torch
 
 
+def minibatch_adam(torch, net, samples: int, loss_of, epochs: int, batch: int, lr: float,
+                   generator) -> np.ndarray:
+    """Train `net` with Adam on shuffled minibatches of sample indices; `loss_of(rows)` gives the
+    batch loss. Returns the mean loss of each epoch (seeded through `generator`)."""
+    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(samples, generator=generator)
+        total = 0.0
+        for start in range(0, samples, batch):
+            rows = order[start:start + batch]
+            loss = loss_of(rows)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(rows)
+        losses.append(total / samples)
+    return np.array(losses)
+
+
 @contextmanager
 def _threads(torch, count: int):
     """Use `count` intra-op threads inside the block, then restore the caller's setting."""
@@ -157,21 +177,13 @@ class LSTMPredictor(TokenPredictor):
         target = torch.as_tensor(np.concatenate([p[2] for p in parts]).astype(np.int64))
         dense = torch.zeros(*target.shape[:3], self.experts_)
         dense.scatter_(-1, target, 1.0 / self.top_k_)
-        optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
-        losses = []
-        for _ in range(self.epochs):
-            order = torch.randperm(len(x), generator=generator)
-            total = 0.0
-            for start in range(0, len(order), self.batch):
-                rows = order[start:start + self.batch]
-                logits = self.net_(x[rows], prev[rows])
-                loss = -(dense[rows] * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                total += loss.item() * len(rows)
-            losses.append(total / len(order))
-        self.train_loss_ = np.array(losses)
+
+        def loss_of(rows):  # cross-entropy against the (uniform) top-k target set
+            logits = self.net_(x[rows], prev[rows])
+            return -(dense[rows] * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+        self.train_loss_ = minibatch_adam(torch, self.net_, len(x), loss_of, self.epochs, self.batch,
+                                          self.lr, generator)
 
     def _predict(self, trace, iteration):
         torch = _torch()

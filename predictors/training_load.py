@@ -31,7 +31,7 @@ from predictors.arima import ARIMAPredictor
 from predictors.base import VALUE_BYTES, DistributionPredictor, PredictorCost, normalise
 from predictors.distribution import WindowPredictor, model_shape
 from predictors.errors import PredictorError
-from predictors.lstm import _threads
+from predictors.lstm import _threads, minibatch_adam
 from predictors.lstm import _torch as lstm_torch
 from predictors.params import check_float, check_int
 
@@ -214,20 +214,9 @@ class LoadLSTMPredictor(DistributionPredictor):
             self.net_ = _lstm_net(torch, self.hidden)
             x = torch.as_tensor(samples[:, :-1, None], dtype=torch.float32)
             y = torch.as_tensor(samples[:, -1], dtype=torch.float32)
-            optimiser = torch.optim.Adam(self.net_.parameters(), lr=self.lr)
-            losses = []
-            for _ in range(self.epochs):
-                order = torch.randperm(len(x), generator=generator)
-                total = 0.0
-                for start in range(0, len(order), self.batch):
-                    rows = order[start:start + self.batch]
-                    loss = torch.mean((self.net_(x[rows]) - y[rows]) ** 2)
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    total += loss.item() * len(rows)
-                losses.append(total / len(order))
-            self.train_loss_ = np.array(losses)
+            self.train_loss_ = minibatch_adam(
+                torch, self.net_, len(x), lambda rows: torch.mean((self.net_(x[rows]) - y[rows]) ** 2),
+                self.epochs, self.batch, self.lr, generator)
 
     def _forecast(self, horizon):
         if len(self.shares_) == 0:

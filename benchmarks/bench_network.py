@@ -21,8 +21,8 @@ import numpy as np
 import simpy
 
 import topologies
-from simulator.collectives import all_to_all
-from simulator.network import FlowNetwork
+from simulator.engine.collectives import all_to_all
+from simulator.engine.network import FlowNetwork
 from topologies.paths import PathTable, gpu_nodes
 
 MiB = 2**20

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from bench_network import raw_simpy_events_per_s  # same folder: run as a script
 
-from simulator.run import simulate
-from simulator.scenario import load_scenario
+from simulator.scenario.run import simulate
+from simulator.scenario.schema import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 

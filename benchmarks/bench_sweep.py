@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import simulator.sweep
-from simulator.sweep import expand_sweep, run_sweep
+import simulator.studies.sweep
+from simulator.studies.sweep import expand_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def main() -> None:
                         help="do not pin OPENBLAS/OMP/MKL threads to 1 in the workers")
     args = parser.parse_args()
     if args.default_blas_threads:
-        simulator.sweep.SINGLE_THREADED = {}
+        simulator.studies.sweep.SINGLE_THREADED = {}
     spec = {"base": "scenarios/default.yaml", "repeat": args.runs}
     sweep = expand_sweep(spec, "bench", ROOT, [f"workload.iterations={args.iterations}"])
     print(f"{len(sweep.variants)} runs of scenarios/default.yaml, {args.iterations} iterations each, "

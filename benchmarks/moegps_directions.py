@@ -1,15 +1,15 @@
 """The MoE-GPS direction table of docs/results.md: prediction strategy x interconnect x skewness.
 
 Run: `.venv/bin/python benchmarks/moegps_directions.py` (a few minutes); prints a markdown table
-of mean iteration latency (ms). The system is the one `tests/simulator/test_strategy.py` uses:
+of mean iteration latency (ms). The system is the one `tests/simulator/planning/test_strategy.py` uses:
 a 4-layer Mixtral-shaped model, 2 x 2048 prefill tokens on 4 A100s, predictors fitted on 4
 earlier trace iterations, placement re-planned every 3 iterations by greedy duplication.
 """
 
 from __future__ import annotations
 
-from simulator.run import simulate
-from simulator.scenario import validate_scenario
+from simulator.scenario.run import simulate
+from simulator.scenario.schema import validate_scenario
 
 MODEL = {"base": "mixtral-8x7b", "name": "small-moe", "layers": 4}
 TOPOLOGIES = {

@@ -4,7 +4,7 @@
 tokens fluctuates early in training (*transient* state) and then holds its level (*stable*
 state, "temporal locality"), and that in the stable state sliding-window, ARIMA and LSTM
 forecasts predict the share over the next 1,000-2,000 steps to a few per cent. This module
-does both on a ``shares`` array [steps, layers, experts] (a `workloads.training.TrainingLoadTrace`):
+does both on a ``shares`` array [steps, layers, experts] (a `workloads.moe_lm.TrainingLoadTrace`):
 
 - `detect_states`: the shares are averaged over `smooth` steps (per-step shares of a small
   batch are noisy), then for every window start s and (layer, expert) the variance and the

@@ -39,7 +39,7 @@ BUILDERS = {
 # Keys any topology spec may carry, whatever its form: apply the measured link mechanisms
 # (`calibrated: true`), optionally with fitted overrides (`calibration: FILE or mapping`), and the
 # collectives' algorithms NCCL is told to use (`algorithms: {all_reduce: ring, all_to_all: pxn}`,
-# NCCL_ALGO; names are checked by simulator.collectives, which reads graph.graph["algorithms"]).
+# NCCL_ALGO; names are checked by simulator.engine.collectives, which reads graph.graph["algorithms"]).
 CALIBRATION_KEYS = ("calibrated", "calibration")
 ALGORITHM_OPS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all")
 

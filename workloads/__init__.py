@@ -6,7 +6,7 @@ from workloads.models import ModelSpec, model_catalogue, model_spec
 from workloads.stats import format_stats, trace_stats
 from workloads.synthetic import generate_trace
 from workloads.trace import RoutingTrace
-from workloads.training import TrainingLoadTrace, train_load_trace
+from workloads.moe_lm import TrainingLoadTrace, train_load_trace
 
 __all__ = [
     "ModelSpec",

@@ -1,6 +1,6 @@
 """A routing trace drawn from per-iteration expert load shares (e.g. a recorded training run).
 
-Training-load traces (`workloads.training.TrainingLoadTrace`) hold, per step and layer, the
+Training-load traces (`workloads.moe_lm.TrainingLoadTrace`) hold, per step and layer, the
 fraction of token-expert assignments each expert received. To simulate those steps, each
 simulated iteration draws its tokens' top-k experts so that expert e is chosen by a token with
 probability top_k x share (water-filled at 1), distinct per token (systematic sampling).

@@ -16,7 +16,7 @@ from predictors.training_load import (
     summarise,
 )
 from workloads.models import model_spec
-from workloads.training import TrainingLoadTrace
+from workloads.moe_lm import TrainingLoadTrace
 
 COMMITTED = (Path(__file__).resolve().parents[2] / "workloads" / "data"
              / "train_load_wikipedia.npz")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simulator.scenario import validate_scenario
+from simulator.scenario.schema import validate_scenario
 
 TINY_MODEL = {
     "base": "mixtral-8x7b", "name": "tiny-moe", "layers": 2, "hidden": 512, "ffn": 1024,

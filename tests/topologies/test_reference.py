@@ -6,8 +6,8 @@ import simpy
 import yaml
 
 import topologies
-from simulator.collectives import all_reduce, point_to_point
-from simulator.network import FlowNetwork
+from simulator.engine.collectives import all_reduce, point_to_point
+from simulator.engine.network import FlowNetwork
 from topologies import TopologyError
 from topologies.links import link_catalogue
 from topologies.paths import PathTable, gpu_nodes
@@ -108,7 +108,7 @@ def test_hand_written_explicit_topology_still_matches_the_closed_form(nbytes):
     calibrated = topologies.build({**spec, "calibrated": True})
     for a, b, data in calibrated.edges(data=True):
         assert data["bandwidth_Bps"] == 100e9 and data["explicit"] and "message_latency_s" not in data
-    from simulator.collectives import tuning
+    from simulator.engine.collectives import tuning
 
     launch = tuning()["launch_us"]["ring"]["value"] * 1e-6
     assert ring_time(calibrated, nbytes) == pytest.approx(expected + launch, rel=1e-9)
@@ -139,7 +139,7 @@ def test_calibration_overrides_replace_catalogue_figures():
     net = FlowNetwork(env, PathTable(graph))
     done = env.process(point_to_point(net, "gpu0", "gpu1", 1e9))
     env.run(done)
-    from simulator.collectives import tuning
+    from simulator.engine.collectives import tuning
 
     launch = tuning()["launch_us"]["p2p"]["value"] * 1e-6
     assert done.value.time_s == pytest.approx(launch + 2e-6 + 0.6e-6 + 1e9 / 225e9, rel=1e-9)

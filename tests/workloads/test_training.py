@@ -9,7 +9,7 @@ import pytest
 
 from workloads.errors import WorkloadError
 from workloads.trace import RoutingTrace
-from workloads.training import TrainingLoadTrace, main, train_load_trace
+from workloads.moe_lm import TrainingLoadTrace, main, train_load_trace
 
 DATA = Path(__file__).resolve().parents[2] / "workloads" / "data"
 COMMITTED = DATA / "train_load_wikipedia.npz"
@@ -160,7 +160,7 @@ def test_documented_command_reproduces_the_start_of_the_committed_trace(tmp_path
     if not CORPUS.is_file():
         pytest.skip(f"{CORPUS} not available")
     line = next(line.strip() for line in (DATA / "README.md").read_text().splitlines()
-                if line.strip().startswith("python -m workloads.training"))
+                if line.strip().startswith("python -m workloads.moe_lm"))
     argv = line.split()[3:]
     argv[argv.index("--steps") + 1] = "20"
     argv[argv.index("--out") + 1] = str(tmp_path / "t.npz")

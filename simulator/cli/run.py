@@ -1,0 +1,61 @@
+"""`moesim run SCENARIO.yaml --out DIR`: simulate a scenario and write summary, rows and timeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from simulator.output.summary import write_results
+from simulator.scenario.run import simulate
+from simulator.scenario.schema import load_scenario
+
+HELP = "simulate a scenario; write summary.json, iterations.csv and timeline.json"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("scenario", help="scenario YAML file")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a scenario value, e.g. --set workload.batch=4 (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bar with ETA on stderr (default: when stderr is a terminal)")
+
+
+def run(args) -> int:
+    overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
+    scenario = load_scenario(args.scenario, overrides)
+    show = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.quiet)
+    with tqdm(total=scenario.workload.iterations, unit="iteration", desc=scenario.name,
+              disable=not show, file=sys.stderr) as bar:
+        result = simulate(scenario, source=args.scenario, on_iteration=lambda i: bar.update(1))
+    write_results(Path(args.out), result.summary, result.rows, result.timeline())
+    if not args.quiet:
+        print(format_summary(result.summary, args.out))
+    return 0
+
+
+def format_summary(summary: dict, out_dir: str) -> str:
+    """A short human summary: latency, breakdown, skewness, where the files are."""
+    scenario = summary["scenario"]
+    latency = summary["latency_s"]
+    lines = [
+        f"{scenario['name']}: {summary['iterations']} iterations on {summary['gpus']} GPUs, "
+        f"{summary['tokens_per_iteration']} tokens each",
+        f"latency  mean {latency['mean'] * 1e3:.3f} ms   p50 {latency['p50'] * 1e3:.3f} ms   "
+        f"p99 {latency['p99'] * 1e3:.3f} ms",
+        "breakdown (ms per iteration, wall time each phase is active on any GPU):",
+    ]
+    total = sum(summary["breakdown_s"].values()) or 1.0
+    for phase, seconds in summary["breakdown_s"].items():
+        if seconds > 0:
+            lines.append(f"  {phase:<11} {seconds * 1e3:9.3f}  {100 * seconds / total:5.1f}%")
+    skew = summary["skewness"]
+    lines.append(f"skewness  experts {skew['expert']:.2f}   GPUs before {skew['before']:.2f}   "
+                 f"after {skew['after']:.2f}")
+    lines.append(f"events {summary['events']}   wall {summary['wall_s']:.2f} s   results in {out_dir}/")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Hardware fitting: nccl-tests logs parsed and fitted, and simulated vs published measurements."""

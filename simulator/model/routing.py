@@ -1,0 +1,121 @@
+"""Token-level bookkeeping in numpy: who owns each token, where each (token, k) pair is computed.
+
+This is the only place tokens are touched one by one (vectorised); the SimPy side only sees the
+per-GPU counts and the GPU-to-GPU matrices computed here (STYLE.md item 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.planning.placement import Placement, assign_replicas
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """How one iteration's tokens are spread for attention and who owns each token afterwards.
+
+    Attention groups are `tp` consecutive GPUs; the batch's sequences are split over groups, and
+    a group's tokens are split evenly over its members (the reduce-scatter's slices).
+    """
+
+    owner: np.ndarray  # [tokens] rank owning each token between reduce-scatter and all-gather
+    group_tokens: np.ndarray  # [groups] tokens each attention group processes
+    group_sequences: np.ndarray  # [groups] sequences each attention group processes
+    tp: int
+
+    def group_of(self, rank: int) -> int:
+        return rank // self.tp
+
+    def members(self, group: int) -> list[int]:
+        return list(range(group * self.tp, (group + 1) * self.tp))
+
+
+def token_ownership(batch: int, tokens_per_sequence: int, gpus: int, tp: int) -> Ownership:
+    groups = gpus // tp
+    sequences = np.array([len(s) for s in np.array_split(np.arange(batch), groups)], dtype=np.int64)
+    group_tokens = sequences * tokens_per_sequence
+    owner = np.empty(int(group_tokens.sum()), dtype=np.int64)
+    start = 0
+    for group, count in enumerate(group_tokens):
+        slices = np.array_split(np.arange(count), tp)
+        for member, piece in enumerate(slices):
+            owner[start + piece] = group * tp + member
+        start += count
+    return Ownership(owner, group_tokens, sequences, tp)
+
+
+@dataclass(frozen=True)
+class RoutingPlan:
+    """Per iteration and MoE layer: pairs sent GPU i -> GPU j, and pairs GPU j computes per expert.
+
+    Counts are (token, k) pairs: a token whose two experts live on the same remote GPU is sent
+    twice, as in a per-choice all-to-all (vLLM, Megatron); conservation is per pair.
+    """
+
+    dispatch_pairs: np.ndarray  # [iterations, moe_layers, gpus, gpus] true pairs owner -> GPU
+    expert_pairs: np.ndarray  # [iterations, moe_layers, gpus, experts]
+    owned_tokens: np.ndarray  # [gpus]
+    presorted_pairs: int = 0  # pairs that needed no dispatch thanks to predicted ownership
+
+
+def predicted_ownership(ownership: Ownership, target: np.ndarray) -> np.ndarray:
+    """Owners chosen so each token lands, through the reduce-scatter, on its predicted GPU.
+
+    Token-to-Expert pre-sending (MoE-GPS): the reduce-scatter that ends attention already moves
+    every token to some GPU of its attention group; steering each token to the GPU of its
+    predicted first expert skips the dispatch for correctly predicted pairs. Each member keeps
+    its reduce-scatter slice size; tokens that do not fit where predicted fill the free slots.
+    """
+    owner = ownership.owner.copy()
+    start = 0
+    for group, count in enumerate(ownership.group_tokens):
+        members = ownership.members(group)
+        tokens = np.arange(start, start + count)
+        capacity = {m: int(np.sum(ownership.owner[tokens] == m)) for m in members}
+        free = np.ones(count, dtype=bool)
+        for member in members:
+            wanted = np.flatnonzero((target[tokens] == member) & free)[: capacity[member]]
+            owner[tokens[wanted]] = member
+            free[wanted] = False
+            capacity[member] -= len(wanted)
+        rest = np.flatnonzero(free)
+        fill = np.repeat(members, [capacity[m] for m in members])
+        owner[tokens[rest]] = fill
+        start += count
+    return owner
+
+
+def _pair_matrix(owner_pairs: np.ndarray, gpu: np.ndarray, gpus: int) -> np.ndarray:
+    return np.bincount(owner_pairs * gpus + gpu, minlength=gpus * gpus).reshape(gpus, gpus)
+
+
+def plan_routing(experts: np.ndarray, ownership: Ownership, placements: list[Placement], gpus: int,
+                 num_experts: int, predicted: np.ndarray | None = None) -> RoutingPlan:
+    """experts: [iterations, moe_layers, tokens, top_k] true choices; placements: one per iteration;
+    predicted: the same shape, a token predictor's choices: tokens are then owned where their
+    predicted first expert lives (see `predicted_ownership`)."""
+    iterations, layers, tokens, top_k = experts.shape
+    static_owner_pairs = np.repeat(ownership.owner, top_k)
+    dispatch = np.zeros((iterations, layers, gpus, gpus), dtype=np.int64)
+    computed = np.zeros((iterations, layers, gpus, num_experts), dtype=np.int64)
+    presorted = 0
+    for it in range(iterations):
+        placement = placements[it]
+        for layer in range(layers):
+            replicas, shares = placement.replicas[layer], placement.shares[layer]
+            gpu = assign_replicas(experts[it, layer], replicas, shares)
+            owner_pairs = static_owner_pairs
+            if predicted is not None:
+                guessed = assign_replicas(predicted[it, layer], replicas, shares)
+                owner = predicted_ownership(ownership, guessed[:, 0])
+                owner_pairs = np.repeat(owner, top_k)
+                presorted += int(np.sum((gpu == owner[:, None]) & (gpu != ownership.owner[:, None])))
+            dispatch[it, layer] = _pair_matrix(owner_pairs, gpu.ravel(), gpus)
+            flat = experts[it, layer].ravel()
+            computed[it, layer] = np.bincount(gpu.ravel() * num_experts + flat,
+                                              minlength=gpus * num_experts).reshape(gpus, num_experts)
+    owned = np.bincount(ownership.owner, minlength=gpus)
+    return RoutingPlan(dispatch, computed, owned, presorted)

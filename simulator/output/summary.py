@@ -1,0 +1,232 @@
+"""Results from records: summary, per-iteration rows and the Chrome trace, all from spans and marks.
+
+Nothing here reads engine internals (STYLE.md item 4): it takes the flat records a run emitted
+(`Span`s, `Mark`s, the network's flow records) and computes every reported quantity from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator.engine.cluster import COMM, COMPUTE, COPY, Span
+
+STREAMS = (COMPUTE, COMM, COPY)  # timeline thread ids, in this order
+from simulator.model.pipeline import PHASES, Mark
+from simulator.output.timeline import chrome_trace  # noqa: E402,F401  (moved there; still importable here)
+
+
+def spans_table(spans: list[Span]) -> dict[str, np.ndarray]:
+    """Column arrays of the spans (phase as an index into PHASES)."""
+    phase_id = {p: i for i, p in enumerate(PHASES)}
+    return {
+        "gpu": np.array([s.gpu for s in spans], dtype=np.int64),
+        "stream": np.array([STREAMS.index(s.stream) for s in spans], dtype=np.int64),
+        "phase": np.array([phase_id[s.phase] for s in spans], dtype=np.int64),
+        "iteration": np.array([s.iteration for s in spans], dtype=np.int64),
+        "layer": np.array([s.layer for s in spans], dtype=np.int64),
+        "start": np.array([s.start_s for s in spans], dtype=float),
+        "end": np.array([s.end_s for s in spans], dtype=float),
+    }
+
+
+def union_lengths(group: np.ndarray, start: np.ndarray, end: np.ndarray, groups: int) -> np.ndarray:
+    """Length of the union of intervals per group (time during which any member was busy).
+
+    Segmented running maximum: within each group, intervals sorted by start; each adds the part
+    of it past the furthest end seen so far in its group. Times are shifted per group so one
+    global `maximum.accumulate` serves all groups.
+    """
+    if len(group) == 0:
+        return np.zeros(groups)
+    order = np.lexsort((start, group))
+    g, s, e = group[order], start[order], end[order]
+    first = np.ones(len(g), dtype=bool)
+    first[1:] = g[1:] != g[:-1]
+    segment = np.cumsum(first) - 1
+    base = s[first][segment]  # each group's earliest start
+    width = max(float((e - base).max()) * 2, 1e-12)
+    shift = segment * width
+    reach = np.maximum.accumulate(e - base + shift) - shift + base
+    previous = np.where(first, s, np.concatenate(([0.0], reach[:-1])))
+    added = np.clip(e - np.maximum(s, previous), 0.0, None)
+    return np.bincount(g, weights=added, minlength=groups)
+
+
+def layer_end_times(marks: list[Mark], iterations: int, layers: int) -> np.ndarray:
+    """[iterations, layers + 1]: column 0 = iteration start, column l+1 = end of layer l (max over GPUs)."""
+    ends = np.zeros((iterations, layers + 1))
+    for mark in marks:
+        cell = (mark.iteration, mark.layer + 1)
+        ends[cell] = max(ends[cell], mark.time_s)
+    return ends
+
+
+def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str, Any]):
+    """Return (summary dict, per-iteration/per-layer rows)."""
+    iterations = system.scenario.workload.iterations
+    stages = pipeline.stages()
+    layers = len(stages)
+    ends = layer_end_times(pipeline.marks, iterations, layers)
+    iteration_end = ends[:, -1]
+    iteration_latency = np.diff(np.concatenate(([0.0], iteration_end)))
+    layer_latency = np.diff(np.concatenate((np.concatenate(([0.0], iteration_end[:-1]))[:, None],
+                                            ends[:, 1:]), axis=1), axis=1)
+
+    table = spans_table(cluster.spans)
+    cell = (table["iteration"] * layers + table["layer"]) * len(PHASES) + table["phase"]
+    phase_time = union_lengths(cell, table["start"], table["end"], iterations * layers * len(PHASES))
+    phase_time = phase_time.reshape(iterations, layers, len(PHASES))
+    per_iteration_phase = phase_time.sum(axis=1)
+
+    makespan = float(iteration_end[-1]) if iterations else 0.0
+    skew = skewness(system)
+    breakdown = {p: float(per_iteration_phase[:, i].mean()) for i, p in enumerate(PHASES)}
+    summary = {
+        "scenario": scenario_dict,
+        "seed": system.scenario.seed,
+        "iterations": iterations,
+        "gpus": system.gpus,
+        "tokens_per_iteration": system.tokens,
+        "latency_s": {
+            "mean": float(iteration_latency.mean()),
+            "p50": float(np.percentile(iteration_latency, 50)),
+            "p99": float(np.percentile(iteration_latency, 99)),
+            "total": makespan,
+        },
+        "throughput_tokens_per_s": system.tokens * iterations / makespan if makespan else 0.0,
+        "breakdown_s": breakdown,
+        "overlap_s": float(sum(breakdown.values()) - iteration_latency.mean()),
+        "skewness": {k: float(v.mean()) for k, v in skew.items()},
+        "predictor": {"name": system.strategy.name, "family": system.strategy.family,
+                      "error": system.strategy.error, "accuracy": system.strategy.accuracy,
+                      "overhead_s": breakdown["predictor"], "fit_s": system.strategy.fit_s},
+        "replicas": replica_summary(system),
+        "gpu_utilization": gpu_utilization(table, system.gpus, makespan),
+        "link_utilization": link_utilization(cluster, makespan),
+        "memory_GB": {f"gpu{r}": round(m.total / 1e9, 3) for r, m in enumerate(system.memory)},
+        "conservation": conservation(system),
+        "events": cluster.env.events_processed,
+        "wall_s": wall_s,
+    }
+    rows = iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages)
+    return summary, rows
+
+
+def skewness(system) -> dict[str, np.ndarray]:
+    """Per [iteration, moe layer]: expert-level max/mean load, and GPU-level before/after placement.
+
+    `before` is the GPU imbalance of the static round-robin baseline; `after` that of the placement
+    actually simulated (with its replica splits), both from the true routed pairs.
+    """
+    plan = system.plan
+    expert_load = plan.expert_pairs.sum(axis=2)  # [I, L, E]
+    gpus = system.gpus
+    experts = expert_load.shape[-1]
+    round_robin = np.zeros((experts, gpus))
+    round_robin[np.arange(experts), np.arange(experts) % gpus] = 1.0
+    before = expert_load @ round_robin
+    after = plan.expert_pairs.sum(axis=3)
+    return {"expert": _max_over_mean(expert_load), "before": _max_over_mean(before),
+            "after": _max_over_mean(after)}
+
+
+def _max_over_mean(load: np.ndarray) -> np.ndarray:
+    mean = load.mean(axis=-1)
+    return np.divide(load.max(axis=-1), mean, out=np.ones_like(mean, dtype=float), where=mean > 0)
+
+
+def gpu_utilization(table: dict[str, np.ndarray], gpus: int, makespan: float) -> dict[str, float]:
+    """Fraction of the run each GPU's compute stream was busy."""
+    compute = table["stream"] == STREAMS.index(COMPUTE)
+    busy = np.bincount(table["gpu"][compute], weights=(table["end"] - table["start"])[compute],
+                       minlength=gpus)
+    return {f"gpu{r}": float(busy[r] / makespan) if makespan else 0.0 for r in range(gpus)}
+
+
+def link_utilization(cluster, makespan: float) -> dict[str, float]:
+    """Per link kind: bytes carried / (capacity x run time), averaged over the links of that kind."""
+    paths = cluster.paths
+    carried = cluster.net.bytes_on_link
+    per_kind: dict[str, list[float]] = defaultdict(list)
+    for link, kind in enumerate(paths.link_kind):
+        capacity = paths.capacity_Bps[link] * makespan
+        per_kind[kind].append(float(carried[link] / capacity) if capacity else 0.0)
+    return {kind: float(np.mean(values)) for kind, values in sorted(per_kind.items())}
+
+
+def conservation(system) -> dict[str, int]:
+    """Pair and byte counts that must balance: routed = computed, dispatched = combined."""
+    plan = system.plan
+    token_bytes = system.model.hidden * system.model.dtype_bytes
+    remote = _off_diagonal(plan.dispatch_pairs)
+    experts = system.trace.experts[system.history: system.history + system.scenario.workload.iterations]
+    return {
+        "pairs_routed": int(np.prod(experts[:, :, : system.tokens].shape)),
+        "pairs_computed": int(plan.expert_pairs.sum()),
+        "bytes_dispatched": remote * token_bytes,
+        "bytes_combined": remote * token_bytes,
+        "pairs_presorted": plan.presorted_pairs,
+    }
+
+
+def _off_diagonal(pairs: np.ndarray) -> int:
+    return int(pairs.sum() - np.trace(pairs, axis1=2, axis2=3).sum())
+
+
+def replica_summary(system) -> dict[str, float]:
+    """Mean replicas added per iteration (beyond one per expert) and weight copies made."""
+    placements, copies = system.strategy.placements, system.strategy.copies
+    extra = [sum(len(g) - 1 for layer in p.replicas for g in layer) for p in placements]
+    return {"extra_per_iteration": float(np.mean(extra)),
+            "copies": int(sum(len(c) for c in copies)),
+            "copied_bytes": float(sum(len(c) for c in copies) * system.model.expert_bytes)}
+
+
+def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages) -> list[dict[str, Any]]:
+    """One row per iteration (`layer` = all), then one per stage: forward layers by index, and in
+    training `bwdN` (backward of layer N) and `optimizer`."""
+    moe_index = {str(layer): i for i, layer in enumerate(system.model.moe_layer_indices)}
+    rows = []
+    for it in range(len(iteration_latency)):
+        row = {"iteration": it, "layer": "all", "latency_s": float(iteration_latency[it])}
+        row.update({f"{p}_s": float(phase_time[it, :, i].sum()) for i, p in enumerate(PHASES)})
+        row.update({f"skewness_{k}": float(v[it].mean()) for k, v in skew.items()})
+        rows.append(row)
+        for layer, label in enumerate(stages):
+            row = {"iteration": it, "layer": label, "latency_s": float(layer_latency[it, layer])}
+            row.update({f"{p}_s": float(phase_time[it, layer, i]) for i, p in enumerate(PHASES)})
+            moe = moe_index.get(label)
+            row.update({f"skewness_{k}": float(v[it, moe]) if moe is not None else ""
+                        for k, v in skew.items()})
+            rows.append(row)
+    return rows
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees a half-written result."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]],
+                  trace: dict[str, Any]) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "timeline.json", json.dumps(trace))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out_dir / "iterations.csv", buffer.getvalue())
+    # summary last: its presence marks a complete result directory
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,199 @@
+"""Shared pieces of the balancers: option checking, input checking, layouts and metrics.
+
+Balancers are pure functions of a `PlacementRequest`; everything here is too. Options arrive as the
+scenario's `balancer:` mapping minus `kind`, so every error names `balancer.<key>` (STYLE.md item 8).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from simulator.errors import ScenarioError
+
+if TYPE_CHECKING:  # at run time simulator.planning.placement imports this package
+    from simulator.planning.placement import Placement, PlacementRequest
+
+
+class BalancerWarning(UserWarning):
+    """A balancer returned a usable but degraded placement (e.g. the ILP hit its time limit)."""
+
+
+def check_options(request: PlacementRequest, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """The request's options, after refusing any key the balancer does not know."""
+    config = dict(request.config or {})
+    for key in config:
+        if key not in allowed:
+            known = ", ".join(allowed) if allowed else "none"
+            raise ScenarioError(
+                f"unknown option for balancer {name!r}; allowed: {known}", f"{request.field}.{key}"
+            )
+    return config
+
+
+def int_option(config: dict, key: str, field: str, default: int | None, minimum: int) -> int | None:
+    """An integer option >= minimum (booleans refused), or the default when absent."""
+    value = config.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ScenarioError(f"must be an integer >= {minimum}, got {value!r}", f"{field}.{key}")
+    return int(value)
+
+
+def float_option(config: dict, key: str, field: str, default: float, low: float, high: float,
+                 low_open: bool = False) -> float:
+    """A real option in [low, high] (or (low, high] when low_open), or the default when absent."""
+    value = config.get(key)
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok:
+        value = float(value)
+        ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bounds = f"{'>' if low_open else '>='} {low:g}"
+        bounds += f" and <= {high:g}" if math.isfinite(high) else ""
+        raise ScenarioError(f"must be a number {bounds}, got {config.get(key)!r}", f"{field}.{key}")
+    return value
+
+
+def choice_option(config: dict, key: str, field: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = config.get(key, default)
+    if value not in allowed:
+        raise ScenarioError(f"must be one of {', '.join(allowed)}, got {value!r}", f"{field}.{key}")
+    return value
+
+
+def require_loads(request: PlacementRequest, name: str) -> np.ndarray:
+    """Predicted tokens per [layer, expert]: finite, >= 0, of the request's shape."""
+    if request.loads is None:
+        raise ScenarioError(
+            f"balancer {name!r} plans from predicted expert loads, but none were given: set "
+            "predictor.kind to a distribution predictor, or use balancer kind 'oracle' (true loads)",
+            f"{request.field}.kind",
+        )
+    loads = np.asarray(request.loads, dtype=np.float64)
+    shape = (request.layers, request.experts)
+    if loads.shape != shape:
+        raise ScenarioError(f"loads must have shape {shape} [layers, experts], got {loads.shape}",
+                            f"{request.field}.loads")
+    if not np.all(np.isfinite(loads)) or np.any(loads < 0):
+        raise ScenarioError("loads must be finite and >= 0", f"{request.field}.loads")
+    return loads
+
+
+def optional_transitions(request: PlacementRequest) -> np.ndarray | None:
+    """Co-routing counts [layers - 1, experts, experts], or None when the request has none."""
+    if request.transitions is None:
+        return None
+    trans = np.asarray(request.transitions, dtype=np.float64)
+    shape = (max(request.layers - 1, 0), request.experts, request.experts)
+    if trans.shape != shape:
+        raise ScenarioError(f"transitions must have shape {shape} [layers - 1, experts, experts], "
+                            f"got {trans.shape}", f"{request.field}.transitions")
+    if not np.all(np.isfinite(trans)) or np.any(trans < 0):
+        raise ScenarioError("transitions must be finite and >= 0", f"{request.field}.transitions")
+    return trans
+
+
+def ep_ranks(request: PlacementRequest) -> list[int]:
+    ranks = [int(r) for r in request.ep_ranks]
+    if not ranks or len(set(ranks)) != len(ranks) or min(ranks) < 0:
+        raise ScenarioError(f"the expert-parallel group must be distinct ranks >= 0, got {ranks}",
+                            "parallelism.ep")
+    return ranks
+
+
+def node_groups(request: PlacementRequest, ranks: list[int]) -> list[list[int]]:
+    """EP ranks grouped by server, servers in id order, ranks ascending within each.
+
+    `node_of` is read by GPU rank when it is long enough to cover every EP rank (the simulator
+    passes one entry per GPU of the topology), otherwise position by position along `ep_ranks`.
+    """
+    node_of = list(request.node_of or [])
+    if not node_of:
+        return [sorted(ranks)]
+    if len(node_of) > max(ranks):
+        nodes = [node_of[r] for r in ranks]
+    elif len(node_of) == len(ranks):
+        nodes = node_of
+    else:
+        raise ScenarioError(f"node_of has {len(node_of)} entries; need one per EP rank or per GPU",
+                            "topology")
+    groups: dict[int, list[int]] = {}
+    for rank, node in zip(ranks, nodes):
+        groups.setdefault(int(node), []).append(rank)
+    return [sorted(groups[node]) for node in sorted(groups)]
+
+
+def replica_budget(config: dict, key: str, request: PlacementRequest, gpus: int) -> int:
+    """Extra replicas per layer: the option, else `request.redundant` when > 0, else one per GPU."""
+    default = request.redundant if request.redundant > 0 else gpus
+    return int_option(config, key, request.field, default, 0)
+
+
+def slot_limit(request: PlacementRequest, config_slots: int | None, config_key: str,
+               needed: int) -> tuple[int | None, str]:
+    """Replica slots per GPU per layer (smaller of memory's and the option's) and the field to blame.
+
+    Refuses a limit below `needed` (one replica per expert, round-robin) with one clear message.
+    """
+    limits = [s for s in (request.slots_per_gpu, config_slots) if s is not None]
+    slots = min(limits) if limits else None
+    field = f"{request.field}.{config_key}" if config_slots is not None and slots == config_slots \
+        else request.field
+    if slots is not None and slots < needed:
+        raise ScenarioError(
+            f"each GPU may hold only {slots} expert replica(s) per layer, but one replica of every "
+            f"expert needs {needed}", field,
+        )
+    return slots, field
+
+
+def equal_share_placement(layers: list[list[list[int]]]) -> Placement:
+    """Replica ranks sorted ascending per expert, each replica taking an equal share."""
+    from simulator.planning.placement import Placement  # here: simulator.planning.placement imports this package
+
+    replicas = tuple(tuple(tuple(sorted(gpus)) for gpus in layer) for layer in layers)
+    shares = tuple(tuple(tuple([1.0 / len(g)] * len(g)) for g in layer) for layer in replicas)
+    return Placement(replicas, shares)
+
+
+def _share_matrix(placement: Placement, layer: int, gpus: int) -> np.ndarray:
+    """[experts, gpus]: fraction of each expert's tokens that each GPU computes."""
+    matrix = np.zeros((len(placement.replicas[layer]), gpus))
+    for expert, (ranks, shares) in enumerate(zip(placement.replicas[layer], placement.shares[layer])):
+        for rank, share in zip(ranks, shares):
+            matrix[expert, rank] += share
+    return matrix
+
+
+def _gpu_count(placement: Placement) -> int:
+    return 1 + max(r for layer in placement.replicas for ranks in layer for r in ranks)
+
+
+def gpu_loads(placement: Placement, loads: np.ndarray) -> np.ndarray:
+    """Expected tokens per [layer, GPU rank] when each expert's `loads` split by the shares."""
+    gpus = _gpu_count(placement)
+    loads = np.asarray(loads, dtype=np.float64)
+    return np.stack([loads[l] @ _share_matrix(placement, l, gpus) for l in range(placement.layers)])
+
+
+def dispatch_traffic(placement: Placement, transitions: np.ndarray) -> float:
+    """Expected token transfers between GPUs from each layer's expert to the next layer's expert.
+
+    `transitions[l, e, f]` tokens go from expert e at layer l to expert f at layer l + 1; each side
+    is served by one of its expert's replicas chosen with probability equal to its share,
+    independently, so a pair crosses GPUs with probability 1 - sum_g p(e, g) p(f, g). This is the
+    quantity MoETuner minimises (tokens whose consecutive experts live on different GPUs).
+    """
+    trans = np.asarray(transitions, dtype=np.float64)
+    gpus = _gpu_count(placement)
+    total = 0.0
+    for layer in range(min(trans.shape[0], placement.layers - 1)):
+        same = _share_matrix(placement, layer, gpus) @ _share_matrix(placement, layer + 1, gpus).T
+        total += float(np.sum(trans[layer] * (1.0 - same)))
+    return total

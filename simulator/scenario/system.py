@@ -1,0 +1,215 @@
+"""Resolve a validated scenario into the objects a run needs, checking them against each other.
+
+Model, topology, trace, placement, compute models and memory are resolved here, once, so that a
+trace whose shape disagrees with the model or a batch that cannot fit fails before any event runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+import topologies
+from simulator.model.kernel_table import CalibrationTable
+from simulator.model.compute import ComputeModel
+from simulator.errors import USER_ERRORS, ScenarioError
+from simulator.model.memory import MemoryUse, check_fits, gpu_memory_use
+from simulator.planning.placement import PlacementRequest, make_placement
+from simulator.planning.strategy import Strategy, plan_strategy, predictor_settings
+from simulator.model.routing import Ownership, RoutingPlan, plan_routing, token_ownership
+from simulator.scenario.schema import Scenario
+from topologies.devices import gpu_spec
+from workloads.models import model_spec
+from workloads.synthetic import generate_trace
+from workloads.load_shares import trace_from_load_shares
+from workloads.trace import RoutingTrace
+
+
+@dataclass(frozen=True)
+class System:
+    scenario: Scenario
+    model: Any
+    graph: nx.DiGraph
+    trace: RoutingTrace
+    history: int  # leading trace iterations the predictor fitted on (not simulated)
+    tokens: int  # tokens per iteration (batch x seq_len for prefill, batch for decode)
+    context_len: int
+    tp: int
+    ownership: Ownership
+    strategy: Strategy
+    plan: RoutingPlan
+    compute: list[ComputeModel]  # per GPU rank
+    memory: list[MemoryUse]  # per GPU rank
+
+    @property
+    def gpus(self) -> int:
+        return len(self.compute)
+
+
+def build_system(scenario: Scenario, source: str = "scenario") -> System:
+    """Everything a run needs; bad input raises one ScenarioError prefixed with `source`."""
+    try:
+        return _build(scenario)
+    except USER_ERRORS as error:
+        raise ScenarioError(f"{source}: {error}") from None
+
+
+def _build(scenario: Scenario) -> System:
+    workload = scenario.workload
+    if workload.mode == "training" and workload.phase != "prefill":
+        raise ScenarioError("training processes whole sequences; use phase: prefill", "workload.phase")
+    model = model_spec(scenario.model, field="model")
+    graph = topologies.build(_topology_spec(scenario), field="topology")
+    gpus = len(topologies.gpu_nodes(graph))
+    ep, tp = _parallel_sizes(scenario, gpus)
+    tokens_per_sequence = workload.seq_len if workload.phase == "prefill" else 1
+    tokens = workload.batch * tokens_per_sequence
+    ownership = token_ownership(workload.batch, tokens_per_sequence, gpus, tp)
+    node_of = [graph.nodes[name].get("node_id", 0) for name in topologies.gpu_nodes(graph)]
+    devices = [graph.nodes[name]["device"] for name in topologies.gpu_nodes(graph)]
+    predictor_spec = scenario.predictor.model_dump()
+    balancer_config = scenario.balancer.model_dump(exclude={"kind"})
+    history, _, _ = predictor_settings(predictor_spec)
+    base = PlacementRequest(model.moe_layers, model.experts, list(range(ep)), node_of, {},
+                            redundant=ep)
+    static = make_placement("static", replace(base, config=balancer_config if
+                                              scenario.balancer.kind == "static" else {}))
+    training = workload.mode == "training"
+    memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp, training)
+    trace = _load_trace(scenario, model, tokens, history)
+    base = replace(base, slots_per_gpu=_replica_slots(model, memory, devices, ep),
+                   transitions=_transitions(trace, history, tokens, model.experts))
+    strategy = plan_strategy(
+        model=model, trace=trace, history=history, iterations=workload.iterations, tokens=tokens,
+        owned_tokens=np.bincount(ownership.owner, minlength=gpus), predictor_spec=predictor_spec,
+        balancer_kind=scenario.balancer.kind, balancer_config=balancer_config, base_request=base,
+        static=static)
+    experts = trace.experts[history: history + workload.iterations, :, :tokens, :]
+    plan = plan_routing(experts, ownership, strategy.placements, gpus, model.experts,
+                        strategy.predicted_experts if strategy.presend else None)
+    memory = _check_memory(model, strategy.placements, ownership, tokens, workload.seq_len, devices, tp,
+                           training)
+    calibration = (
+        CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))
+        if scenario.compute.calibration else None
+    )
+    compute = [ComputeModel(gpu_spec(device), calibration) for device in devices]
+    return System(scenario, model, graph, trace, history, tokens, workload.seq_len, tp, ownership,
+                  strategy, plan, compute, memory)
+
+
+def _topology_spec(scenario: Scenario) -> dict:
+    """The topology section with a calibration file path resolved against the scenario's folder."""
+    spec = dict(scenario.topology)
+    if isinstance(spec.get("calibration"), str):
+        spec["calibration"] = str(scenario.resolve_path(spec["calibration"]))
+    return spec
+
+
+def _replica_slots(model, memory: list[MemoryUse], devices: list[str], ep: int) -> int:
+    """Expert replicas per layer one GPU can hold: its round-robin share plus what free memory
+    allows when every MoE layer adds the same number of replicas."""
+    base = -(-model.experts // ep)
+    per_slot = model.expert_bytes * model.moe_layers
+    free = min(gpu_spec(d).memory_bytes - m.total for d, m in zip(devices, memory))
+    return int(min(model.experts, base + max(0, free // per_slot)))
+
+
+def _transitions(trace, history: int, tokens: int, experts: int) -> np.ndarray | None:
+    """[layers - 1, E, E] first-choice co-routing counts over the history iterations (seen data)."""
+    if history == 0 or trace.layers < 2:
+        return None
+    first = trace.experts[:history, :, :tokens, 0]
+    pair = first[:, :-1] * experts + first[:, 1:]  # [history, layers - 1, tokens]
+    layers = pair.shape[1]
+    offsets = (np.arange(layers) * experts * experts)[None, :, None]
+    counts = np.bincount((pair + offsets).ravel(), minlength=layers * experts * experts)
+    return counts.reshape(layers, experts, experts)
+
+
+def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:
+    par = scenario.parallelism
+    ep = par.ep or gpus
+    if ep != gpus:
+        raise ScenarioError(
+            f"expert-parallel group must span every GPU of the topology ({gpus}), got {ep}",
+            "parallelism.ep",
+        )
+    tp = par.tp or (ep if par.attention == "tp" else 1)
+    if par.attention == "dp" and par.tp not in (None, 1):
+        raise ScenarioError(f"data-parallel attention means tp = 1, got {par.tp}", "parallelism.tp")
+    if gpus % tp:
+        raise ScenarioError(f"must divide the GPU count {gpus}, got {tp}", "parallelism.tp")
+    return ep, tp
+
+
+def _load_trace(scenario: Scenario, model, tokens: int, history: int) -> RoutingTrace:
+    """The trace: `history` iterations the predictor fits on, then the simulated ones."""
+    spec = dict(scenario.workload.trace)
+    iterations = history + scenario.workload.iterations
+    if set(spec) == {"synthetic"}:
+        knobs = dict(spec["synthetic"] or {})
+        try:
+            return generate_trace(model, iterations=iterations, tokens=tokens,
+                                  seed=knobs.pop("seed", scenario.seed), **knobs)
+        except TypeError as error:
+            raise ScenarioError(f"{error}", "workload.trace.synthetic") from None
+    if set(spec) == {"file"}:
+        trace = RoutingTrace.load(scenario.resolve_path(str(spec["file"])))
+        trace.check_against(model, field="workload.trace.file")
+        if trace.iterations < iterations or trace.tokens < tokens:
+            raise ScenarioError(
+                f"trace has {trace.iterations} iterations x {trace.tokens} tokens; the workload needs "
+                f"{iterations} x {tokens} (predictor history {history} + {iterations - history} "
+                "simulated)", "workload.trace.file")
+        return trace
+    if "training_load" in spec:
+        return _trace_from_training_load(scenario, spec, model, tokens, iterations)
+    raise ScenarioError(f"expected {{synthetic: {{...}}}}, {{file: path.npz}} or {{training_load: "
+                        f"path.npz, start: step, stride: steps}}, got keys {sorted(spec)}",
+                        "workload.trace")
+
+
+def _trace_from_training_load(scenario: Scenario, spec: dict, model, tokens: int,
+                              iterations: int) -> RoutingTrace:
+    """Iteration i simulates training step start + i * stride of a recorded training-load trace."""
+    from workloads.moe_lm import TrainingLoadTrace
+
+    field = "workload.trace"
+    unknown = sorted(set(spec) - {"training_load", "start", "stride"})
+    if unknown:
+        raise ScenarioError(f"unknown key(s) {unknown}; allowed: training_load, start, stride", field)
+    start, stride = spec.get("start", 0), spec.get("stride", 1)
+    for name, value, low in (("start", start, 0), ("stride", stride, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ScenarioError(f"must be an integer >= {low}, got {value!r}", f"{field}.{name}")
+    load = TrainingLoadTrace.load(scenario.resolve_path(str(spec["training_load"])),
+                                  field=f"{field}.training_load")
+    steps = start + np.arange(iterations) * stride
+    if steps[-1] >= load.steps:
+        raise ScenarioError(f"needs step {steps[-1]} (start {start} + {iterations} iterations x stride "
+                            f"{stride}) but the trace has {load.steps} steps", f"{field}.training_load")
+    return trace_from_load_shares(load.shares[steps], model, tokens, scenario.seed,
+                                  {"training_steps": steps.tolist()}, f"{field}.training_load")
+
+
+def _check_memory(model, placements, ownership, tokens, context_len, devices, tp,
+                  training=False) -> list[MemoryUse]:
+    """Checked before the trace is built (static placement), so an impossible batch fails fast,
+    and again with the planned placements (the most replicas a GPU holds in any iteration).
+    The largest expert intermediate is bounded by all tokens choosing one expert."""
+    placements = placements if isinstance(placements, list) else [placements]
+    uses = []
+    for rank, device in enumerate(devices):
+        group = ownership.group_of(rank)
+        use = gpu_memory_use(
+            model, rank, max(p.replica_count(rank) for p in placements), tp,
+            int(ownership.group_sequences[group]), int(ownership.group_tokens[group]), context_len,
+            tokens, training=training,
+        )
+        check_fits(use, gpu_spec(device).memory_bytes, rank, device)
+        uses.append(use)
+    return uses

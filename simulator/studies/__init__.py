@@ -1,0 +1,1 @@
+"""Studies: many runs at once (sweeps, MoE-GPS strategy search) on a local process pool or Dask."""

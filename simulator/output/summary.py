@@ -116,6 +116,8 @@ def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str,
         "events": cluster.env.events_processed,
         "wall_s": wall_s,
     }
+    if "balancer" in system.strategy.notes:  # e.g. the ILP's MIP gap and the placement it kept
+        summary["balancer"] = system.strategy.notes["balancer"]
     rows = iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages)
     return summary, rows
 

@@ -7,7 +7,7 @@ from a wrong forecast shows up as imbalance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -21,6 +21,8 @@ class Placement:
 
     replicas: tuple[tuple[tuple[int, ...], ...], ...]
     shares: tuple[tuple[tuple[float, ...], ...], ...]
+    # what the balancer reports about this plan (e.g. the ILP's MIP gap); not part of equality
+    notes: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def layers(self) -> int:
@@ -51,7 +53,9 @@ class PlacementRequest:
     layer l + 1), for placements that keep consecutive layers' experts together (MoETuner);
     node_of: server index of each EP rank (EPLB packs replicas to nodes first);
     slots_per_gpu: the most expert replicas per layer a GPU may hold (memory);
-    redundant: extra replicas per layer the balancer may add beyond one per expert.
+    redundant: extra replicas per layer the balancer may add beyond one per expert;
+    pair_cost: [gpus, gpus] relative cost of moving one token between GPU ranks (1 / bottleneck
+    bandwidth of the topology's path), for placements that weigh NIC hops above NVLink ones.
     """
 
     layers: int
@@ -64,6 +68,7 @@ class PlacementRequest:
     slots_per_gpu: int | None = None
     redundant: int = 0
     field: str = "balancer"
+    pair_cost: np.ndarray | None = None
 
 
 def static_placement(request: PlacementRequest) -> Placement:

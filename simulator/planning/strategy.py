@@ -85,8 +85,10 @@ def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, o
 
     if kind == "none":
         placements = [decide(None, it) for it in range(iterations)]
-        return Strategy(placements, _copies(placements, static), [[None] * gpus] * iterations,
-                        name="none", family="none")
+        strategy = Strategy(placements, _copies(placements, static), [[None] * gpus] * iterations,
+                            name="none", family="none")
+        _note_balancer(strategy)
+        return strategy
 
     params = {k: v for k, v in predictor_spec.items() if k not in PREDICTOR_RUN_KEYS}
     predictor = make_predictor({"kind": kind, **params})
@@ -101,7 +103,21 @@ def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, o
     strategy.fit_s = time.perf_counter() - started
     strategy.name, strategy.family = kind, family
     strategy.copies = _copies(strategy.placements, static)
+    _note_balancer(strategy)
     return strategy
+
+
+def _note_balancer(strategy: Strategy) -> None:
+    """What the balancer said about its plans (the ILP: MIP gap, time, which placement it kept):
+    the last plan's notes, the number of plans and the largest gap over all of them."""
+    plans = [p.notes for i, p in enumerate(strategy.placements)
+             if p.notes and (i == 0 or p is not strategy.placements[i - 1])]
+    if not plans:
+        return
+    gaps = [n["mip_gap_max"] for n in plans if n.get("mip_gap_max") is not None]
+    strategy.notes["balancer"] = {**plans[-1], "plans": len(plans),
+                                  "mip_gap_max": max(gaps) if gaps else None,
+                                  "kept_per_plan": [n.get("kept") for n in plans]}
 
 
 def _distribution_strategy(predictor, model, loads, history, iterations, window, gpus, decide) -> Strategy:
@@ -154,8 +170,11 @@ def _copies(placements: list[Placement], static: Placement) -> list[list[Copy]]:
 
     The source is a GPU that held the expert in the previous placement (the least busy one as a
     source so far, so copies of one iteration spread over senders); dropping a replica is free.
+    A first plan whose balancer says `deployed_before_run` (the ILP's default) costs no copies.
     """
     copies, previous = [], static
+    if placements and (placements[0].notes or {}).get("deployed_before_run"):
+        previous = placements[0]  # an offline plan (MoETuner): the weights were loaded in its layout
     for placement in placements:
         moves, sending = [], {}
         if placement is not previous:

@@ -81,7 +81,8 @@ def _build(scenario: Scenario) -> System:
     memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp, training)
     trace = _load_trace(scenario, model, tokens, history)
     base = replace(base, slots_per_gpu=_replica_slots(model, memory, devices, ep),
-                   transitions=_transitions(trace, history, tokens, model.experts))
+                   transitions=_transitions(trace, history, tokens, model.experts),
+                   pair_cost=_pair_cost(graph) if scenario.balancer.kind == "ilp" else None)
     strategy = plan_strategy(
         model=model, trace=trace, history=history, iterations=workload.iterations, tokens=tokens,
         owned_tokens=np.bincount(ownership.owner, minlength=gpus), predictor_spec=predictor_spec,
@@ -128,6 +129,15 @@ def _transitions(trace, history: int, tokens: int, experts: int) -> np.ndarray |
     offsets = (np.arange(layers) * experts * experts)[None, :, None]
     counts = np.bincount((pair + offsets).ravel(), minlength=layers * experts * experts)
     return counts.reshape(layers, experts, experts)
+
+
+def _pair_cost(graph: nx.DiGraph) -> np.ndarray:
+    """[gpus, gpus] seconds per byte between GPU ranks at the path's bottleneck bandwidth (0 on the
+    diagonal): a NIC hop's cost dominates an NVLink one's, read from the topology itself."""
+    paths = topologies.PathTable(graph)
+    names = topologies.gpu_nodes(graph)
+    return np.array([[0.0 if a == b else 1.0 / paths.path_bandwidth_Bps(a, b) for b in names]
+                     for a in names])
 
 
 def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:

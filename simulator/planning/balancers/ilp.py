@@ -1,26 +1,36 @@
-"""MoETuner-style ILP placement (Go & Mahajan, arXiv 2502.06643), solved by scipy.optimize.milp.
+"""MoETuner's ILP placement (Go & Mahajan, arXiv 2502.06643), solved by scipy.optimize.milp (HiGHS).
 
-One replica per expert. Binary x[l, e, g] = 1 when expert e of layer l lives on GPU g. The objective
-trades the busiest GPU's predicted load against the tokens that must cross GPUs between consecutive
-layers (a token whose layer-l and layer-(l+1) experts share a GPU stays there):
+One replica per expert. A placement is judged by one objective (`ilp_objective`), over layers l:
 
-    minimise  w/L * sum_l z_l / m_l  +  (1-w)/P * sum_l C_l / T_l
-    z_l >= sum_e load[l, e] x[l, e, g]                for every l, g   (z_l = busiest GPU of layer l)
-    sum_g x[l, e, g] = 1,   sum_e x[l, e, g] <= cap   (one home per expert; memory per GPU)
-    C_l = T_l - sum_{e, f, g} T[l, e, f] x[l, e, g] x[l+1, f, g]   (tokens crossing GPUs, l -> l+1)
+    J = w * mean_l dev_l  +  (1 - w) * sum_l sum_{e,f} T[l, e, f] * C[g_l(e), g_{l+1}(f)] / sum_l T_l
 
-m_l = sum_e load[l, e] / G (the perfectly balanced load) and T_l = sum T[l] normalise both terms to
-ratios; P counts the layer pairs with traffic. `sequential` mode (default) places layer 0 for load
-alone, then each next layer with the previous one fixed, which makes the traffic term linear in x
-(no product variables): a small ILP per layer. `joint` mode solves all layers at once, linearising
-each product of the `max_pairs` heaviest pairs per layer pair with y <= x[l, e, g], y <= x[l+1, f, g]
-(maximised, so y equals the product at the optimum).
+dev_l = sum_g |load_l(g) - mean_l| / (G * mean_l) is MoETuner's load term (mean relative deviation of
+the GPUs' tokens from a perfect split); T[l, e, f] counts tokens whose experts are e at layer l and f
+at layer l + 1 (the inter-layer dependency); C[a, b] is the cost of moving one token from GPU a to
+GPU b, read from the topology (1 / bottleneck bandwidth of the path, scaled so the dearest pair
+costs 1; C[a, a] = 0), so on several servers a token crossing a NIC costs ~9x one crossing NVLink.
+
+Two ways to minimise it, both layer by layer with the previous layer fixed:
+
+- `two_step` (default, MoETuner's): ILP1 clusters each layer's experts into G equal-size clusters
+  (balanced token load, and, weighted by 1 - w, keeping the tokens of the previous layer's cluster
+  c together in cluster c: the dependency); ILP2 maps the clusters to GPUs with the topology's
+  cost (total cost plus MoETuner's bottleneck, the dearest GPU pair's cost).
+- `sequential`: one ILP per layer that places experts on GPUs directly (cluster and map fused).
+  Every (clustering, mapping) pair of `two_step` is one of its feasible points with the same
+  objective, so its optimum is never worse per layer (docs/balancers.md shows this).
+
+The whole placement shares one wall-clock budget (`time_limit_s`): each solve gets the time left
+divided by the solves left. A layer whose solve gets no time or finds nothing uses the load-only
+(LPT) clusters. At the end the incumbent is compared by J with round-robin (static) and the
+load-only placement, and the best is kept; `Placement.notes` says which, with the MIP gaps.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,216 +38,421 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
 from simulator.planning.balancers.common import (
-    BalancerWarning, check_options, choice_option, ep_ranks, equal_share_placement, float_option,
-    int_option, optional_transitions, require_loads, slot_limit,
+    BalancerWarning, check_options, choice_option, ep_ranks, float_option, int_option,
+    optional_transitions, require_loads, slot_limit,
 )
+from simulator.errors import ScenarioError
 
 if TYPE_CHECKING:  # at run time simulator.planning.placement imports this package
     from simulator.planning.placement import Placement, PlacementRequest
 
-OPTIONS = ("time_limit_s", "weight", "mode", "mip_gap", "max_pairs", "max_experts_per_gpu")
+OPTIONS = ("time_limit_s", "weight", "mode", "mip_gap", "max_experts_per_gpu", "initial")
+MODES = ("two_step", "sequential")
+MIN_SOLVE_S = 1e-3  # a solve offered less time than this is not attempted
 
 
 @dataclass(frozen=True)
-class _Model:
-    """Rows and columns of one MILP, built as COO triplets."""
+class Problem:
+    """What the ILP decides from, in EP-group positions 0..G-1 (not GPU ranks)."""
 
-    cost: np.ndarray
-    rows: list
-    cols: list
-    vals: list
-    lower: list
-    upper: list
-    integral: np.ndarray
-    var_lower: np.ndarray
-    var_upper: np.ndarray
+    loads: np.ndarray  # [L, E] predicted tokens per expert
+    trans: np.ndarray  # [L - 1, E, E] co-routing counts
+    cost: np.ndarray  # [G, G] relative cost of one token between positions (0 on the diagonal)
+    cap: int  # most experts per GPU per layer
+    floor: int  # fewest experts per GPU per layer (equal memory when G divides E)
+    weight: float
+
+    @property
+    def gpus(self) -> int:
+        return len(self.cost)
+
+
+@dataclass
+class _Clock:
+    """One wall-clock budget shared by every solve of a placement."""
+
+    limit_s: float
+    solves: int
+    started: float = field(default_factory=time.perf_counter)
+    done: int = 0
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def share_s(self) -> float:
+        """Time for the next solve: what is left, split over the solves left."""
+        left = self.limit_s - self.elapsed_s()
+        return left / max(self.solves - self.done, 1)
 
 
 @dataclass(frozen=True)
-class _Outcome:
-    x: np.ndarray | None
-    limited: bool
+class _Solve:
+    step: str  # "ilp1" | "ilp2" | "layer"
+    layer: int
+    status: str  # optimal | time_limit | no_time | failed
     gap: float
 
 
 def ilp_placement(request: PlacementRequest, name: str = "ilp") -> Placement:
-    """Place one replica per expert by MILP: balanced GPU loads, few tokens crossing GPUs.
+    """Place one replica per expert by MILP: balanced GPU loads, cheap inter-layer token moves.
 
     Options: `weight` (0..1, default 0.5: share of the objective given to load balance),
-    `time_limit_s` (per solve, default 10), `mip_gap` (relative gap at which HiGHS may stop, default
-    0.001), `mode` (sequential | joint), `max_pairs` (joint: co-routing pairs modelled per layer
-    pair, default 16 x experts), `max_experts_per_gpu` (default ceil(experts / GPUs), at most the
-    memory's slots). Without `request.transitions` only the load term remains.
+    `time_limit_s` (> 0, default 10: wall-clock budget for the whole placement), `mip_gap` (relative
+    gap at which HiGHS may stop, default 0.025 as MoETuner's Gurobi runs), `mode` (two_step |
+    sequential), `max_experts_per_gpu` (default ceil(experts / GPUs), at most the memory's slots),
+    `initial` (deployed | copied, default deployed: the first plan is the layout the weights are
+    loaded in before serving, as MoETuner's offline placement; copied: the first iteration copies
+    the weights from round-robin, like any re-plan). Without `request.transitions` only the load
+    term remains.
     """
     config = check_options(request, name, OPTIONS)
-    field, experts = request.field, request.experts
+    field_name = request.field
+    weight = float_option(config, "weight", field_name, 0.5, 0.0, 1.0)
+    time_limit_s = float_option(config, "time_limit_s", field_name, 10.0, 0.0, np.inf, low_open=True)
+    gap = float_option(config, "mip_gap", field_name, 0.025, 0.0, 1.0)
+    mode = choice_option(config, "mode", field_name, "two_step", MODES)
+    initial = choice_option(config, "initial", field_name, "deployed", ("deployed", "copied"))
+    problem = build_problem(request, config, weight)
+    layers = problem.loads.shape[0]
+    clock = _Clock(time_limit_s, solves=layers * (2 if mode == "two_step" else 1))
+    solve = _sequential if mode == "sequential" else _two_step
+    homes, solves = solve(problem, clock, gap)
+    candidates = {"ilp": homes, "load_only": _load_only(problem), "static": _round_robin(problem)}
+    scores = {kind: objective(problem, h) for kind, h in candidates.items()}
+    kept = min(candidates, key=lambda kind: (scores[kind], list(candidates).index(kind)))
+    notes = _notes(mode, clock, solves, scores, kept, time_limit_s)
+    notes["deployed_before_run"] = initial == "deployed"
+    _warn(notes, solves, time_limit_s)
     ranks = ep_ranks(request)
-    weight = float_option(config, "weight", field, 0.5, 0.0, 1.0)
-    time_limit_s = float_option(config, "time_limit_s", field, 10.0, 0.0, np.inf, low_open=True)
-    gap = float_option(config, "mip_gap", field, 1e-3, 0.0, 1.0)
-    mode = choice_option(config, "mode", field, "sequential", ("sequential", "joint"))
-    max_pairs = int_option(config, "max_pairs", field, 16 * experts, 1)
-    needed = -(-experts // len(ranks))
-    cap_option = int_option(config, "max_experts_per_gpu", field, None, 1)
+    return _placement([[ranks[g] for g in layer] for layer in candidates[kept]], notes)
+
+
+def build_problem(request: PlacementRequest, config: dict | None = None,
+                  weight: float | None = None) -> Problem:
+    """The request's loads, transitions, topology costs and per-GPU expert limits, checked."""
+    config = dict(request.config or {}) if config is None else config
+    if weight is None:
+        weight = float_option(config, "weight", request.field, 0.5, 0.0, 1.0)
+    ranks = ep_ranks(request)
+    gpus, experts = len(ranks), request.experts
+    needed = -(-experts // gpus)
+    cap_option = int_option(config, "max_experts_per_gpu", request.field, None, 1)
     slots, _ = slot_limit(request, cap_option, "max_experts_per_gpu", needed)
     cap = slots if cap_option is not None else needed
-    loads = require_loads(request, name)
+    loads = require_loads(request, "ilp")
     trans = optional_transitions(request)
     if trans is None or weight == 1.0:
         trans = np.zeros((max(request.layers - 1, 0), experts, experts))
-    options = {"time_limit": time_limit_s, "mip_rel_gap": gap}
-    if mode == "joint":
-        homes, outcomes = _joint(loads, trans, len(ranks), cap, weight, max_pairs, options)
-    else:
-        homes, outcomes = _sequential(loads, trans, len(ranks), cap, weight, options)
-    _warn(outcomes, time_limit_s)
-    return equal_share_placement([[[ranks[g]] for g in layer] for layer in homes])
+    return Problem(loads, trans, pair_costs(request, ranks), cap, experts // gpus, weight)
 
 
-def _sequential(loads, trans, gpus, cap, weight, options):
-    """Each layer in turn, the previous layer fixed: the traffic term is linear in x."""
-    homes, outcomes = [], []
-    for layer, load in enumerate(loads):
-        pull = np.zeros((gpus, len(load)))  # tokens of each next expert already on each GPU
-        total = 0.0
-        if layer > 0 and trans[layer - 1].sum() > 0:
-            prev = np.zeros((len(load), gpus))
-            prev[np.arange(len(load)), homes[-1]] = 1.0
-            pull, total = prev.T @ trans[layer - 1], float(trans[layer - 1].sum())
-        model = _Builder(len(load), gpus)
-        x = model.layer(load, cap, weight / _balanced(load, gpus))
-        if total > 0:
-            model.cost[x] -= (1.0 - weight) * pull.T.ravel() / total
+def pair_costs(request: PlacementRequest, ranks: list[int]) -> np.ndarray:
+    """[G, G] cost of one token between EP positions: `request.pair_cost` (per GPU rank, from the
+    topology) restricted to the EP group and scaled so the dearest pair costs 1; else 1 off the
+    diagonal (every pair alike)."""
+    gpus = len(ranks)
+    if request.pair_cost is None:
+        return 1.0 - np.eye(gpus)
+    full = np.asarray(request.pair_cost, dtype=np.float64)
+    if full.ndim != 2 or full.shape[0] != full.shape[1] or full.shape[0] <= max(ranks):
+        raise ScenarioError(f"pair_cost must be [gpus, gpus] covering ranks up to {max(ranks)}, "
+                            f"got shape {full.shape}", "topology")
+    cost = full[np.ix_(ranks, ranks)].copy()
+    np.fill_diagonal(cost, 0.0)
+    if not np.all(np.isfinite(cost)) or np.any(cost < 0):
+        raise ScenarioError("pair_cost must be finite and >= 0", "topology")
+    top = cost.max()
+    return cost / top if top > 0 else cost
+
+
+def ilp_objective(request: PlacementRequest, placement: Placement) -> float:
+    """J of `placement` (any replicas and shares) for the request's loads, transitions and costs."""
+    problem = build_problem(request)
+    ranks = ep_ranks(request)
+    position = {rank: i for i, rank in enumerate(ranks)}
+    shares = np.zeros((placement.layers, request.experts, len(ranks)))
+    for layer, (replicas, weights) in enumerate(zip(placement.replicas, placement.shares)):
+        for expert, (gpus, split) in enumerate(zip(replicas, weights)):
+            for rank, share in zip(gpus, split):
+                shares[layer, expert, position[rank]] += share
+    return _objective_of_shares(problem, shares)
+
+
+def objective(problem: Problem, homes: list[list[int]]) -> float:
+    """J of one-replica homes ([layer][expert] -> EP position)."""
+    layers, experts = problem.loads.shape
+    shares = np.zeros((layers, experts, problem.gpus))
+    for layer, home in enumerate(homes):
+        shares[layer, np.arange(experts), home] = 1.0
+    return _objective_of_shares(problem, shares)
+
+
+def _objective_of_shares(problem: Problem, shares: np.ndarray) -> float:
+    load = np.einsum("le,leg->lg", problem.loads, shares)
+    total = load.sum(axis=1)
+    mean = total / problem.gpus
+    dev = np.where(total > 0, np.abs(load - mean[:, None]).sum(axis=1) / np.where(total > 0, total, 1),
+                   0.0)
+    value = problem.weight * float(dev.mean()) if len(dev) else 0.0
+    moved = problem.trans.sum()
+    if moved > 0 and problem.weight < 1.0:
+        cost = sum(float(np.sum(problem.trans[l] * (shares[l] @ problem.cost @ shares[l + 1].T)))
+                   for l in range(len(problem.trans)))
+        value += (1.0 - problem.weight) * cost / float(moved)
+    return value
+
+
+# --- the two modes -------------------------------------------------------------------------------
+
+def _two_step(problem: Problem, clock: _Clock, gap: float):
+    """MoETuner: per layer, ILP1 (clusters, labelled by the previous layer's cluster they continue)
+    then ILP2 (clusters onto GPUs given the previous layer's mapping and the topology's cost)."""
+    layers, experts = problem.loads.shape
+    homes, solves = [], []
+    clusters_prev = mapping_prev = None
+    for layer in range(layers):
+        chain = None
+        if layer > 0 and problem.trans[layer - 1].sum() > 0:
+            chain = _chain_flow(problem.trans[layer - 1], clusters_prev, problem.gpus)
+        clusters, record = _ilp1(problem, layer, chain, clock, gap)
+        solves.append(record)
+        if layer == 0 or chain is None:
+            mapping = list(range(problem.gpus))
+            clock.done += 1
+            solves.append(_Solve("ilp2", layer, "optimal", 0.0))
         else:
-            model.pin_heaviest(x, load)
-        outcome = _solve(model.build(), options)
-        outcomes.append(outcome)
-        homes.append(_homes(outcome.x, x, len(load), gpus) if outcome.x is not None
-                     else [e % gpus for e in range(len(load))])
-    return homes, outcomes
+            flow = _cluster_flow(problem.trans[layer - 1], clusters_prev, clusters, problem.gpus)
+            mapping, record = _ilp2(problem, layer, flow, mapping_prev, clock, gap)
+            solves.append(record)
+        homes.append([mapping[c] for c in clusters])
+        clusters_prev, mapping_prev = clusters, mapping
+    return homes, solves
 
 
-def _joint(loads, trans, gpus, cap, weight, max_pairs, options):
-    """All layers in one MILP with y variables for the heaviest co-routing pairs."""
-    layers, experts = loads.shape
-    model = _Builder(experts, gpus)
-    xs = [model.layer(loads[l], cap, weight / (layers * _balanced(loads[l], gpus)))
-          for l in range(layers)]
-    pairs = [l for l in range(layers - 1) if trans[l].sum() > 0]
-    for l in pairs:
-        flat = trans[l].ravel()
-        keep = np.argsort(-flat, kind="stable")[:max_pairs]
-        keep = keep[flat[keep] > 0]
-        scale = (1.0 - weight) / (len(pairs) * trans[l].sum())
-        by_first, by_second = {}, {}
-        for pair in keep:
-            e, f = divmod(int(pair), experts)
-            for g in range(gpus):
-                y = model.co_located(xs[l][e * gpus + g], xs[l + 1][f * gpus + g], -scale * flat[pair])
-                by_first.setdefault((e, g), []).append(y)
-                by_second.setdefault((f, g), []).append(y)
-        # RLT cuts (capacity row times x): at most `cap` partners share a GPU with a hosted expert
-        for (e, g), ys in by_first.items():
-            model.at_most(ys, xs[l][e * gpus + g], cap)
-        for (f, g), ys in by_second.items():
-            model.at_most(ys, xs[l + 1][f * gpus + g], cap)
-    model.pin_heaviest(xs[0], loads[0])
-    outcome = _solve(model.build(), options)
-    if outcome.x is None:
-        return [[e % gpus for e in range(experts)] for _ in range(layers)], [outcome]
-    return [_homes(outcome.x, xs[l], experts, gpus) for l in range(layers)], [outcome]
+def _sequential(problem: Problem, clock: _Clock, gap: float):
+    """One ILP per layer onto GPUs directly, the previous layer's homes fixed."""
+    layers, experts = problem.loads.shape
+    homes, solves = [], []
+    for layer in range(layers):
+        pull = None
+        if layer > 0 and problem.trans[layer - 1].sum() > 0:
+            trans = problem.trans[layer - 1]
+            prev = np.zeros((experts, problem.gpus))
+            prev[np.arange(experts), homes[-1]] = 1.0
+            # cost[f, g]: cost of layer-l tokens reaching expert f if f sits on GPU g
+            pull = -(trans.T @ prev @ problem.cost) / float(trans.sum())
+        home, record = _ilp1(problem, layer, pull, clock, gap, step="layer")
+        homes.append(home)
+        solves.append(record)
+    return homes, solves
 
+
+# --- ILP1: clusters of one layer -----------------------------------------------------------------
+
+def _chain_flow(trans: np.ndarray, clusters_prev: list[int], gpus: int) -> np.ndarray:
+    """[E, G] tokens reaching expert f from the previous layer's cluster c, as a share of all
+    (maximised by ILP1: cluster c of this layer continues cluster c of the previous one)."""
+    member = np.zeros((len(clusters_prev), gpus))
+    member[np.arange(len(clusters_prev)), clusters_prev] = 1.0
+    return (trans.T @ member) / float(trans.sum())
+
+
+def _ilp1(problem: Problem, layer: int, gain: np.ndarray | None, clock: _Clock, gap: float,
+          step: str = "ilp1") -> tuple[list[int], _Solve]:
+    """Experts of `layer` into G clusters: w * mean relative deviation of cluster loads - (1 - w) *
+    sum gain[e, c] y[e, c]. Without a gain the clusters are interchangeable: the heaviest expert is
+    pinned to cluster 0."""
+    load = problem.loads[layer]
+    experts, gpus = len(load), problem.gpus
+    if clock.share_s() <= MIN_SOLVE_S:
+        return _lpt(load, gpus, problem.cap), _skip(clock, step, layer)
+    total = float(load.sum())
+    mean = total / gpus
+    model = _Builder()
+    y = model.variables(experts * gpus, integral=True, upper=1.0).reshape(experts, gpus)
+    d = model.variables(gpus, integral=False, upper=np.inf)
+    if total > 0:
+        model.cost[d] = problem.weight / total
+    if gain is not None:
+        model.cost[y.ravel()] -= (1.0 - problem.weight) * gain.ravel()
+        if gain.min() >= 0:  # shares kept (<= 1): add 1 so the objective is a share lost, >= 0,
+            one = model.variables(1, integral=False, upper=1.0)[0]  # and HiGHS's gap means something
+            model.var_lower[one] = 1.0
+            model.cost[one] = 1.0 - problem.weight
+    else:
+        model.var_lower[y[int(np.argmax(load)), 0]] = 1.0
+    for e in range(experts):
+        model.row(y[e], np.ones(gpus), 1.0, 1.0)
+    for c in range(gpus):
+        model.row(y[:, c], np.ones(experts), float(problem.floor), float(problem.cap))
+        model.row(np.r_[y[:, c], d[c]], np.r_[load, -1.0], -np.inf, mean)   # L_c - mean <= d_c
+        model.row(np.r_[y[:, c], d[c]], np.r_[load, 1.0], mean, np.inf)     # mean - L_c <= d_c
+    solution, record = _run(model, clock, gap, step, layer)
+    if solution is None:
+        return _lpt(load, gpus, problem.cap), record
+    return [int(c) for c in np.argmax(solution[y.ravel()].reshape(experts, gpus), axis=1)], record
+
+
+# --- ILP2: clusters onto GPUs --------------------------------------------------------------------
+
+def _cluster_flow(trans, clusters_prev, clusters, gpus) -> np.ndarray:
+    """[G, G] tokens from cluster c of the previous layer to cluster c' of this one."""
+    a = np.zeros((len(clusters_prev), gpus))
+    a[np.arange(len(clusters_prev)), clusters_prev] = 1.0
+    b = np.zeros((len(clusters), gpus))
+    b[np.arange(len(clusters)), clusters] = 1.0
+    return a.T @ trans @ b
+
+
+def _ilp2(problem: Problem, layer: int, flow: np.ndarray, mapping_prev: list[int], clock: _Clock,
+          gap: float) -> tuple[list[int], _Solve]:
+    """p[c', g] = 1 when cluster c' goes to GPU g (one each): minimise the total topology-weighted
+    cost of the layer's inter-layer tokens plus the dearest GPU pair's (MoETuner's bottleneck)."""
+    gpus = problem.gpus
+    if clock.share_s() <= MIN_SOLVE_S:
+        return list(mapping_prev), _skip(clock, "ilp2", layer)
+    total = float(flow.sum())
+    model = _Builder()
+    p = model.variables(gpus * gpus, integral=True, upper=1.0).reshape(gpus, gpus)
+    t = model.variables(1, integral=False, upper=np.inf)[0]
+    model.cost[t] = 1.0
+    source = np.zeros((gpus, gpus))  # source[a, c']: tokens leaving GPU a for cluster c'
+    for c, a in enumerate(mapping_prev):
+        source[a] += flow[c]
+    for c in range(gpus):
+        model.row(p[c], np.ones(gpus), 1.0, 1.0)
+        model.row(p[:, c], np.ones(gpus), 1.0, 1.0)
+    # total cost: source[a, c'] * cost[a, g] * p[c', g]
+    model.cost[p.ravel()] += (source.T @ problem.cost).ravel() / total
+    for a in range(gpus):
+        for b in range(gpus):
+            if a != b and problem.cost[a, b] > 0:
+                coef = problem.cost[a, b] * source[a] / total  # over clusters c' placed on b
+                model.row(np.r_[p[:, b], t], np.r_[coef, -1.0], -np.inf, 0.0)
+    solution, record = _run(model, clock, gap, "ilp2", layer)
+    if solution is None:
+        return list(mapping_prev), record
+    return [int(g) for g in np.argmax(solution[p.ravel()].reshape(gpus, gpus), axis=1)], record
+
+
+# --- baselines -----------------------------------------------------------------------------------
+
+def _lpt(load: np.ndarray, gpus: int, cap: int) -> list[int]:
+    """Longest processing time first: heaviest expert onto the lightest GPU with a free slot."""
+    home = [0] * len(load)
+    held, filled = np.zeros(gpus), np.zeros(gpus, dtype=int)
+    for e in np.argsort(-load, kind="stable"):
+        room = np.flatnonzero(filled < cap)
+        g = int(room[np.argmin(held[room])])
+        home[int(e)] = g
+        held[g] += load[e]
+        filled[g] += 1
+    return home
+
+
+def _load_only(problem: Problem) -> list[list[int]]:
+    return [_lpt(load, problem.gpus, problem.cap) for load in problem.loads]
+
+
+def _round_robin(problem: Problem) -> list[list[int]]:
+    experts = problem.loads.shape[1]
+    return [[e % problem.gpus for e in range(experts)] for _ in range(problem.loads.shape[0])]
+
+
+# --- solver plumbing -----------------------------------------------------------------------------
 
 class _Builder:
-    """Accumulates variables and constraint rows; `build` freezes them into a `_Model`."""
+    """Variables and constraint rows of one MILP, as COO triplets."""
 
-    def __init__(self, experts: int, gpus: int):
-        self.experts, self.gpus = experts, gpus
+    def __init__(self):
         self.cost = np.zeros(0)
-        self.integral, self.var_lower, self.var_upper = [], [], []
-        self.rows, self.cols, self.vals, self.lower, self.upper = [], [], [], [], []
+        self.integral: list[int] = []
+        self.var_lower: np.ndarray = np.zeros(0)
+        self.var_upper: list[float] = []
+        self.rows: list[int] = []
+        self.cols: list[int] = []
+        self.vals: list[float] = []
+        self.lower: list[float] = []
+        self.upper: list[float] = []
 
-    def _variables(self, count: int, integral: bool, upper: float) -> np.ndarray:
+    def variables(self, count: int, integral: bool, upper: float) -> np.ndarray:
         start = len(self.cost)
         self.cost = np.concatenate([self.cost, np.zeros(count)])
+        self.var_lower = np.concatenate([self.var_lower, np.zeros(count)])
         self.integral += [1 if integral else 0] * count
-        self.var_lower += [0.0] * count
         self.var_upper += [upper] * count
         return np.arange(start, start + count)
 
-    def _row(self, cols, vals, lower: float, upper: float) -> None:
-        row = len(self.lower)
-        self.rows += [row] * len(cols)
-        self.cols += list(cols)
-        self.vals += list(vals)
+    def row(self, cols, vals, lower: float, upper: float) -> None:
+        index = len(self.lower)
+        self.rows += [index] * len(cols)
+        self.cols += [int(c) for c in cols]
+        self.vals += [float(v) for v in vals]
         self.lower.append(lower)
         self.upper.append(upper)
 
-    def layer(self, load: np.ndarray, cap: int, z_cost: float) -> np.ndarray:
-        """x[e, g] (flattened e * gpus + g) and z of one layer, with its three constraint families."""
-        e_count, g_count = self.experts, self.gpus
-        x = self._variables(e_count * g_count, True, 1.0)
-        z = self._variables(1, False, np.inf)[0]
-        self.cost[z] = z_cost
-        grid = x.reshape(e_count, g_count)
-        for e in range(e_count):
-            self._row(grid[e], np.ones(g_count), 1.0, 1.0)
-        for g in range(g_count):
-            self._row(grid[:, g], np.ones(e_count), -np.inf, float(cap))
-            self._row(np.r_[grid[:, g], z], np.r_[load, -1.0], -np.inf, 0.0)
-        return x
 
-    def co_located(self, x_a: int, x_b: int, cost: float) -> int:
-        """y <= x_a, y <= x_b with a negative cost, so y = x_a * x_b at the optimum."""
-        y = self._variables(1, False, 1.0)[0]
-        self.cost[y] = cost
-        self._row([y, x_a], [1.0, -1.0], -np.inf, 0.0)
-        self._row([y, x_b], [1.0, -1.0], -np.inf, 0.0)
-        return int(y)
-
-    def at_most(self, ys: list[int], x: int, cap: int) -> None:
-        """sum(ys) <= cap * x: valid for products y = x * x', tightens the LP relaxation."""
-        self._row([*ys, x], [*([1.0] * len(ys)), -float(cap)], -np.inf, 0.0)
-
-    def pin_heaviest(self, x: np.ndarray, load: np.ndarray) -> None:
-        """Break GPU symmetry: heaviest expert on GPU 0 (valid only when GPUs are interchangeable)."""
-        self.var_lower[x[int(np.argmax(load)) * self.gpus]] = 1.0
-
-    def build(self) -> _Model:
-        return _Model(self.cost, self.rows, self.cols, self.vals, self.lower, self.upper,
-                      np.array(self.integral), np.array(self.var_lower), np.array(self.var_upper))
+def _skip(clock: _Clock, step: str, layer: int) -> _Solve:
+    """A solve the budget has no time left for (under MIN_SOLVE_S): not built, not run."""
+    clock.done += 1
+    return _Solve(step, layer, "no_time", float("nan"))
 
 
-def _solve(model: _Model, options: dict | None = None) -> _Outcome:
+def _run(model: _Builder, clock: _Clock, gap: float, step: str, layer: int):
+    """Solve within this solve's share of the budget; (solution or None, record)."""
+    share_s = clock.share_s()
+    clock.done += 1
+    if share_s <= MIN_SOLVE_S:
+        return None, _Solve(step, layer, "no_time", float("nan"))
     matrix = coo_array((model.vals, (model.rows, model.cols)),
                        shape=(len(model.lower), len(model.cost))).tocsr()
-    result = milp(model.cost, integrality=model.integral,
-                  bounds=Bounds(model.var_lower, model.var_upper),
-                  constraints=LinearConstraint(matrix, model.lower, model.upper), options=options)
-    limited = result.status == 1
-    gap = getattr(result, "mip_gap", None)
-    return _Outcome(result.x, limited, float(gap) if gap is not None else float("nan"))
+    result = milp(model.cost, integrality=np.array(model.integral),
+                  bounds=Bounds(model.var_lower, np.array(model.var_upper)),
+                  constraints=LinearConstraint(matrix, model.lower, model.upper),
+                  options={"time_limit": share_s, "mip_rel_gap": gap})
+    mip_gap = getattr(result, "mip_gap", None)
+    mip_gap = float(mip_gap) if mip_gap is not None else float("nan")
+    if result.x is None:
+        return None, _Solve(step, layer, "failed", mip_gap)
+    status = "time_limit" if result.status == 1 else "optimal"
+    return result.x, _Solve(step, layer, status, mip_gap if status == "time_limit" else
+                            (mip_gap if np.isfinite(mip_gap) else 0.0))
 
 
-def _homes(solution: np.ndarray, x: np.ndarray, experts: int, gpus: int) -> list[int]:
-    return [int(g) for g in np.argmax(solution[x].reshape(experts, gpus), axis=1)]
+def _notes(mode, clock, solves, scores, kept, time_limit_s) -> dict:
+    gaps = [s.gap for s in solves if np.isfinite(s.gap)]
+    return {
+        "balancer": "ilp", "mode": mode, "time_limit_s": time_limit_s,
+        "elapsed_s": round(clock.elapsed_s(), 4), "solves": len(solves),
+        "solves_at_time_limit": sum(s.status == "time_limit" for s in solves),
+        "solves_without_solution": sum(s.status in ("failed", "no_time") for s in solves),
+        "mip_gap_max": max(gaps) if gaps else None,
+        "objective": {kind: round(value, 6) for kind, value in scores.items()},
+        "kept": kept,
+    }
 
 
-def _balanced(load: np.ndarray, gpus: int) -> float:
-    """The busiest GPU's load under a perfect split, the load term's unit (1 when loads are 0)."""
-    mean = float(load.sum()) / gpus
-    return mean if mean > 0 else 1.0
-
-
-def _warn(outcomes: list[_Outcome], time_limit_s: float) -> None:
-    limited = [o for o in outcomes if o.limited and o.x is not None]
-    failed = [i for i, o in enumerate(outcomes) if o.x is None]
+def _warn(notes: dict, solves: list[_Solve], time_limit_s: float) -> None:
+    limited = notes["solves_at_time_limit"]
+    missing = [f"{s.step} layer {s.layer}" for s in solves if s.status in ("failed", "no_time")]
     if limited:
-        gap = max(o.gap for o in limited)
-        where = f" in {len(limited)} of {len(outcomes)} solves" if len(outcomes) > 1 else ""
-        warnings.warn(f"ILP stopped at its time limit of {time_limit_s:g} s{where}; using the best "
-                      f"placement found (gap {gap:.1%})", BalancerWarning, stacklevel=3)
-    if failed:
-        what = f"layer(s) {', '.join(map(str, failed))}" if len(outcomes) > 1 else "every layer"
-        warnings.warn(f"ILP found no feasible placement within its time limit of {time_limit_s:g} s "
-                      f"for {what}; using round-robin there", BalancerWarning, stacklevel=3)
+        warnings.warn(f"ILP: {limited} of {len(solves)} solves stopped at the global time limit of "
+                      f"{time_limit_s:g} s (largest MIP gap {notes['mip_gap_max']:.1%})",
+                      BalancerWarning, stacklevel=3)
+    if missing:
+        warnings.warn(f"ILP: no solution within the global time limit of {time_limit_s:g} s for "
+                      f"{', '.join(missing)}; load-only clusters used there", BalancerWarning,
+                      stacklevel=3)
+    if notes["kept"] != "ilp":
+        scores = notes["objective"]
+        warnings.warn(f"ILP: its placement (objective {scores['ilp']:.6g}) is worse than "
+                      f"{notes['kept']} ({scores[notes['kept']]:.6g}); keeping {notes['kept']}",
+                      BalancerWarning, stacklevel=3)
+
+
+def _placement(layers: list[list[int]], notes: dict) -> Placement:
+    from simulator.planning.placement import Placement  # here: placement imports this package
+
+    replicas = tuple(tuple((rank,) for rank in layer) for layer in layers)
+    shares = tuple(tuple((1.0,) for _ in layer) for layer in layers)
+    return Placement(replicas, shares, notes=notes)

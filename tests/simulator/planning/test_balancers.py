@@ -1,27 +1,19 @@
 """Balancers: valid placements for any input, better balance or traffic than round-robin, errors."""
 
-import dataclasses
-import itertools
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy.optimize import milp as real_milp
 
-import simulator.planning.balancers.ilp as ilp_module
 from simulator.planning.balancers import (
-    BALANCERS_EXTRA, BalancerWarning, dispatch_traffic, eplb, gpu_loads, greedy_duplication,
-    ilp_placement,
+    BALANCERS_EXTRA, dispatch_traffic, eplb, gpu_loads, greedy_duplication,
 )
 from simulator.planning.balancers.eplb_policy import balanced_packing
 from simulator.errors import ScenarioError
 from simulator.planning.placement import Placement, PlacementRequest, assign_replicas, static_placement
-
-FAST_ILP = {"time_limit_s": 5.0, "mip_gap": 0.0}
 
 
 def request(loads, gpus=4, node_of=None, config=None, transitions=None, slots=None, redundant=0,
@@ -107,16 +99,6 @@ def cases(draw, max_experts=12, max_gpus=5, max_layers=3):
 def test_heuristic_balancers_return_valid_placements(case, kind):
     req, slots = case
     assert_valid(BALANCERS_EXTRA[kind](req), req, slots)
-
-
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cases(max_experts=6, max_gpus=3, max_layers=2), st.sampled_from(["sequential", "joint"]))
-def test_ilp_returns_valid_one_replica_placements(case, mode):
-    req, slots = case
-    req = dataclasses.replace(req, config={**FAST_ILP, "mode": mode})
-    placement = ilp_placement(req)
-    assert_valid(placement, req, slots=-(-req.experts // len(req.ep_ranks)))
-    assert all(len(ranks) == 1 for layer in placement.replicas for ranks in layer)
 
 
 @settings(max_examples=40, deadline=None)
@@ -248,83 +230,7 @@ def test_balanced_packing_keeps_labels_apart_and_counts_equal(packs, copies, see
         assert len(set(pack_of[label == lab].tolist())) == copies[lab]
 
 
-# --- ILP (MoETuner) ------------------------------------------------------------------------------
-
-def test_ilp_cuts_dispatch_traffic_on_correlated_routing():
-    loads = np.full((3, 8), 100.0)
-    trans = correlated_transitions(3, 8)
-    req = request(loads, gpus=4, transitions=trans, config=FAST_ILP)
-    rr, ilp = dispatch_traffic(static_placement(req), trans), dispatch_traffic(ilp_placement(req), trans)
-    assert ilp < 0.2 * rr
-    assert np.all(imbalance(ilp_placement(req), loads) == pytest.approx(1.0))
-
-
-def test_ilp_joint_objective_no_worse_than_sequential():
-    """The sequential answer is feasible for the joint model, so the joint optimum costs no more."""
-    loads = zipf_loads(4, layers=3, exponent=0.8)
-    trans = correlated_transitions(3, 4, noise=30.0)
-
-    def objective(placement):
-        load_term = np.mean(imbalance(placement, loads))
-        cross = [dispatch_traffic(_layers(placement, l), trans[l:l + 1]) / trans[l].sum()
-                 for l in range(2)]
-        return 0.5 * load_term + 0.5 * np.mean(cross)
-
-    seq = ilp_placement(request(loads, gpus=2, transitions=trans, config=FAST_ILP))
-    joint = ilp_placement(request(loads, gpus=2, transitions=trans,
-                                  config={**FAST_ILP, "mode": "joint"}))
-    assert objective(joint) <= objective(seq) + 1e-6
-
-
-def _layers(placement, first):
-    return Placement(placement.replicas[first:first + 2], placement.shares[first:first + 2])
-
-
-def test_ilp_load_only_matches_brute_force_optimum():
-    loads = np.array([[9.0, 7.0, 6.0, 5.0, 4.0, 1.0]])
-    best = min(max(loads[0, [e for e in range(6) if home[e] == g]].sum() for g in range(3))
-               for home in itertools.product(range(3), repeat=6)
-               if max(home.count(g) for g in range(3)) <= 2)
-    placement = ilp_placement(request(loads, gpus=3, config={**FAST_ILP, "weight": 1.0}))
-    assert gpu_loads(placement, loads).max() == pytest.approx(best, rel=1e-9)
-
-
-def _fake_milp(x_none):
-    def fake(*args, **kwargs):
-        result = real_milp(*args, **kwargs)
-        result.status, result.mip_gap = 1, 0.05
-        if x_none:
-            result.x = None
-        return result
-    return fake
-
-
-def test_ilp_time_limit_warns_and_keeps_best_found(monkeypatch):
-    req = request(zipf_loads(8, layers=2), gpus=4, transitions=correlated_transitions(2, 8))
-    expected = ilp_placement(req)
-    monkeypatch.setattr(ilp_module, "milp", _fake_milp(x_none=False))
-    with pytest.warns(BalancerWarning, match=r"ILP stopped at its time limit of 10 s in 2 of 2 solves; "
-                                             r"using the best placement found \(gap 5\.0%\)"):
-        assert ilp_placement(req) == expected
-
-
-def test_ilp_without_solution_falls_back_to_round_robin(monkeypatch):
-    req = request(zipf_loads(8, layers=2), gpus=4, config={"mode": "joint", "time_limit_s": 0.5})
-    monkeypatch.setattr(ilp_module, "milp", _fake_milp(x_none=True))
-    with pytest.warns(BalancerWarning, match=r"no feasible placement within its time limit of 0\.5 s"):
-        assert ilp_placement(req) == static_placement(req)
-
-
-def test_ilp_tiny_time_limit_still_returns_a_valid_placement():
-    req = request(zipf_loads(12, layers=2), gpus=4, transitions=correlated_transitions(2, 12),
-                  config={"time_limit_s": 1e-9})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        placement = ilp_placement(req)
-    assert_valid(placement, req, slots=3)
-    assert all(issubclass(w.category, BalancerWarning) and "time limit of 1e-09 s" in str(w.message)
-               for w in caught) and caught
-
+# --- helpers -------------------------------------------------------------------------------------
 
 def test_dispatch_traffic_counts_pairs_on_different_gpus():
     trans = np.array([[[5.0, 1.0], [2.0, 7.0]]])
@@ -348,13 +254,6 @@ def test_dispatch_traffic_counts_pairs_on_different_gpus():
     ("eplb", {"redundant": 2}, "balancer.redundant", "allowed: redundant_experts, groups"),
     ("eplb", {"groups": 3}, "balancer.groups", "must divide the 8 experts, got 3"),
     ("eplb", {"redundant_experts": -2}, "balancer.redundant_experts", "integer >= 0"),
-    ("ilp", {"weight": 1.5}, "balancer.weight", ">= 0 and <= 1, got 1.5"),
-    ("ilp", {"time_limit_s": 0}, "balancer.time_limit_s", "> 0, got 0"),
-    ("ilp", {"mode": "greedy"}, "balancer.mode", "one of sequential, joint"),
-    ("ilp", {"mip_gap": -0.1}, "balancer.mip_gap", ">= 0"),
-    ("ilp", {"max_pairs": 0}, "balancer.max_pairs", "integer >= 1"),
-    ("ilp", {"max_experts_per_gpu": 1}, "balancer.max_experts_per_gpu", "needs 2"),
-    ("ilp", {"solver": "cbc"}, "balancer.solver", "allowed: time_limit_s, weight, mode"),
 ])
 def test_bad_options_name_the_field(kind, config, field, message):
     with pytest.raises(ScenarioError, match=message) as error:
@@ -383,7 +282,7 @@ def test_bad_loads_and_transitions_are_errors():
     with pytest.raises(ScenarioError, match="finite and >= 0"):
         greedy_duplication(request([1.0, -1.0, 2.0, 3.0], gpus=2))
     with pytest.raises(ScenarioError, match="transitions must have shape"):
-        ilp_placement(request(np.ones((2, 4)), gpus=2, transitions=np.ones((2, 4, 4))))
+        BALANCERS_EXTRA["ilp"](request(np.ones((2, 4)), gpus=2, transitions=np.ones((2, 4, 4))))
 
 
 def test_docs_example_prints_what_docs_show(capsys):

@@ -29,7 +29,6 @@ from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
-from scipy.special import ndtri
 
 from workloads.errors import WorkloadError
 from workloads.models import ModelSpec
@@ -242,6 +241,8 @@ def _build_router(model, iterations, seed, vocab_size, zipf_a, token_affinity,
             directions = _unit_columns(layer_correlation * directions[:, rng.permutation(experts)]
                                        + np.sqrt(1 - layer_correlation**2) * fresh)
         projection[:, layer] = directions / temperature
+
+    from scipy.special import ndtri  # scipy: only when a trace is generated
 
     quantiles = ndtri((np.arange(experts) + 0.5) / experts)
     latent = np.empty((iterations, layers, experts))

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from simulator.errors import ScenarioError
 from simulator.studies.gps import BALANCERS, TOKEN_SIZES, candidates, describe, recommend, run_gps, write_csv
-from simulator.output.plots import plot_gps_accuracy, plot_gps_breakdown
 from simulator.scenario.schema import load_scenario
 
 HELP = "sweep prediction strategies x balancers for one system and recommend the fastest (MoE-GPS)"
@@ -60,6 +59,8 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "gps.csv", rows)
+    from simulator.output.plots import plot_gps_accuracy, plot_gps_breakdown  # matplotlib: only here
+
     plot_gps_accuracy(rows, out / "gps_accuracy_latency")
     plot_gps_breakdown(rows, out / "gps_breakdown")
     best, other = recommend(rows)

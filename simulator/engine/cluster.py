@@ -7,6 +7,7 @@ kernel or collective per GPU. What a kernel or collective *is* comes from the ca
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
@@ -22,15 +23,38 @@ COPY = "copy"
 
 
 class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it processes (reported as `events`)."""
+    """A SimPy environment that counts the events it processes (reported as `events`).
+
+    Every scheduled event takes the next id, so the events processed are the ids handed out
+    less those still queued: no per-event bookkeeping in the loop.
+    """
+
+    @property
+    def events_processed(self) -> int:
+        # SimPy's ids are an itertools.count, which has no peek: its repr "count(N)" names the
+        # next id (= events scheduled so far) without advancing it
+        scheduled = int(repr(self._eid)[len("count("):-1])
+        return scheduled - len(self._queue)
+
+
+class Stream:
+    """One GPU stream: runs one kernel or collective at a time, the others wait in FIFO order.
+
+    Lighter than a `simpy.Resource` with the same order: taking an idle stream costs no event,
+    and `release` hands the stream straight to the first waiter (one event to wake it).
+    """
+
+    __slots__ = ("busy", "waiting")
 
     def __init__(self) -> None:
-        super().__init__()
-        self.events_processed = 0
+        self.busy = False
+        self.waiting: deque[simpy.Event] = deque()
 
-    def step(self) -> None:
-        self.events_processed += 1
-        super().step()
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().succeed()  # stays busy: handed over
+        else:
+            self.busy = False
 
 
 @dataclass(frozen=True)
@@ -59,11 +83,9 @@ class Cluster:
         self.net = FlowNetwork(env, self.paths, alpha_s=alpha_s)
         self.gpus: list[str] = gpu_nodes(graph)
         self._streams = {
-            (rank, stream): simpy.Resource(env, capacity=1)
-            for rank in range(len(self.gpus))
-            for stream in (COMPUTE, COMM)
+            (rank, stream): Stream() for rank in range(len(self.gpus)) for stream in (COMPUTE, COMM)
         }
-        self._rendezvous: dict[Any, dict[str, Any]] = {}
+        self._rendezvous: dict[Any, list] = {}
         self.spans: list[Span] = []
 
     def device(self, rank: int) -> str:
@@ -76,14 +98,21 @@ class Cluster:
         """
         if cost.time_s <= 0:
             return
-        with self._streams[rank, COMPUTE].request() as slot:
-            yield slot
-            start_s = self.env.now
-            yield self.env.timeout(cost.time_s)
-            self.spans.append(
-                Span(rank, COMPUTE, phase, cost.name, iteration, layer, start_s, self.env.now,
-                     cost.flops, cost.bytes)
-            )
+        env = self.env
+        stream = self._streams[rank, COMPUTE]
+        if stream.busy:
+            turn = env.event()
+            stream.waiting.append(turn)
+            yield turn
+        else:
+            stream.busy = True
+        start_s = env.now
+        yield env.timeout(cost.time_s)
+        self.spans.append(
+            Span(rank, COMPUTE, phase, cost.name, iteration, layer, start_s, env.now,
+                 cost.flops, cost.bytes)
+        )
+        stream.release()
 
     def collective(
         self,
@@ -101,27 +130,38 @@ class Cluster:
 
         `make(gpu_names)` returns the collective's SimPy generator (built from network flows).
         Every member's comm stream is held from its arrival to the collective's end, as an NCCL
-        kernel would be; the recorded span covers the collective's active time.
+        kernel would be; the recorded span covers the collective's active time. The last member
+        to arrive runs the collective in its own process (no process per collective); the others
+        wait for one shared event.
         """
-        with self._streams[rank, COMM].request() as slot:
-            yield slot
-            entry = self._rendezvous.setdefault(key, {"arrived": 0, "done": self.env.event()})
-            entry["arrived"] += 1
-            if entry["arrived"] == len(group):
-                del self._rendezvous[key]
-                self.env.process(self._run_collective(entry["done"], group, make, phase, name,
-                                                      iteration, layer, nbytes_of))
-            yield entry["done"]
-
-    def _run_collective(self, done, group, make, phase, name, iteration, layer, nbytes_of):
-        start_s = self.env.now
-        yield self.env.process(make([self.gpus[r] for r in group]))
-        for member in group:
-            self.spans.append(
-                Span(member, COMM, phase, name, iteration, layer, start_s, self.env.now,
-                     0.0, nbytes_of(member))
+        env = self.env
+        stream = self._streams[rank, COMM]
+        if stream.busy:
+            turn = env.event()
+            stream.waiting.append(turn)
+            yield turn
+        else:
+            stream.busy = True
+        entry = self._rendezvous.get(key)
+        if entry is None:
+            entry = self._rendezvous[key] = [0, None]
+        entry[0] += 1
+        if entry[0] == len(group):
+            del self._rendezvous[key]
+            start_s = env.now
+            yield from make([self.gpus[r] for r in group])
+            end_s = env.now
+            self.spans.extend(
+                Span(member, COMM, phase, name, iteration, layer, start_s, end_s, 0.0, nbytes_of(member))
+                for member in group
             )
-        done.succeed()
+            if entry[1] is not None:
+                entry[1].succeed()
+        else:
+            if entry[1] is None:
+                entry[1] = env.event()
+            yield entry[1]
+        stream.release()
 
     def copy(self, rank: int, src: str, dst: str, nbytes: float, phase: str, name: str,
              iteration: int, layer: int) -> Generator:

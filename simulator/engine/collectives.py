@@ -411,32 +411,94 @@ def _rings(net: FlowNetwork, op: str, group: Sequence[str], orders: list[list[st
         zero = np.zeros(n)
         return _record(op, group, start_s, env.now, zero, zero, 0, algorithm="ring")
     yield from _start(net, "ring")
-
-    def member(order: list[str], arrived: list[list[simpy.Event]], i: int) -> Generator:
-        nxt = (i + 1) % n
-        delay = message_latency_s(net.paths, order[i], order[nxt])
-        send = None
-        for s in range(steps):
-            if s:
-                yield arrived[i][s - 1] if pipelined else send & arrived[i][s - 1]
-            if pipelined and delay > 0:  # the message's software latency overlaps the next steps
-                send = env.process(_send_one(net, order[i], order[nxt], chunk_bytes, tag))
-            else:
-                if delay > 0:
-                    yield env.timeout(delay)
-                send = net.transfer(order[i], order[nxt], chunk_bytes, tag=tag)
-            send.callbacks.append(lambda _event, done=arrived[nxt][s]: done.succeed())
-        yield send & arrived[i][steps - 1]
-
-    processes = []
-    for order in orders:
-        # arrived[i][s]: member i of this ring has received its step-s chunk
-        arrived = [[env.event() for _ in range(steps)] for _ in range(n)]
-        processes += [env.process(member(order, arrived, i)) for i in range(n)]
-    yield env.all_of(processes)
+    done = env.event()
+    _RingRun(net, orders, chunk_bytes, steps, tag, pipelined, done).start()
+    yield done
     per = np.full(n, chunk_bytes * steps * len(orders))
     return _record(op, group, start_s, env.now, per, per, n * steps * len(orders), algorithm="ring")
 
+
+class _RingRun:
+    """The members of `_rings` as one state machine driven by the network's flow completions.
+
+    Same dependencies as a process per member (step s of member i starts when its step s-1
+    chunk has arrived and, unpipelined, its own step s-1 send is done; a member is done when
+    its last send is done and its last chunk is in), at the same instants, but the sends that
+    become ready at one completion instant go to the network as one request
+    (`FlowNetwork.transfer_each`), with no SimPy event per step. Sends that first wait their
+    per-message latency are grouped by that latency (one timeout each).
+    """
+
+    def __init__(self, net: FlowNetwork, orders: list[list[str]], chunk_bytes: float, steps: int,
+                 tag: Any, pipelined: bool, done: simpy.Event):
+        self.net, self.chunk, self.steps, self.tag = net, chunk_bytes, steps, tag
+        self.pipelined, self.done = pipelined, done
+        n = len(orders[0])
+        # member m = ring * n + i sends to next_of[m]
+        self.name = [name for order in orders for name in order]
+        self.next_of = [(m // n) * n + (m % n + 1) % n for m in range(len(self.name))]
+        self.delay = [message_latency_s(net.paths, self.name[m], self.name[self.next_of[m]])
+                      for m in range(len(self.name))]
+        members = len(self.name)
+        self.to_send = [0] * members   # next step to start
+        self.received = [0] * members  # chunks arrived
+        self.sent = [0] * members      # own sends completed
+        self.last_done = [False] * members  # own step steps-1 send completed
+        self.finished = [False] * members
+        self.unfinished = members
+        self.flow_of: dict[int, tuple[int, int]] = {}  # network flow id -> (member, step)
+
+    def start(self) -> None:
+        self._send(list(range(len(self.name))))
+
+    def _ready(self, m: int) -> bool:
+        s = self.to_send[m]
+        if s >= self.steps:
+            return False
+        return s == 0 or (self.received[m] >= s and (self.pipelined or self.sent[m] >= s))
+
+    def _send(self, members: list[int]) -> None:
+        """Start the next step of each of `members` (ready now), after its message latency."""
+        now_batch, later = [], {}
+        for m in members:
+            step = self.to_send[m]
+            self.to_send[m] = step + 1
+            delay = self.delay[m]
+            (now_batch if delay <= 0 else later.setdefault(delay, [])).append((m, step))
+        if now_batch:
+            self._request(now_batch)
+        for delay, batch in later.items():
+            timeout = self.net.env.timeout(delay)
+            timeout.callbacks.append(lambda _event, batch=batch: self._request(batch))
+
+    def _request(self, batch: list[tuple[int, int]]) -> None:
+        name, next_of = self.name, self.next_of
+        ids = self.net.transfer_each([name[m] for m, _ in batch], [name[next_of[m]] for m, _ in batch],
+                                     self.chunk, self.tag, self._on_done)
+        for flow, sender in zip(ids.tolist(), batch):
+            self.flow_of[flow] = sender
+
+    def _on_done(self, ids: np.ndarray) -> None:
+        touched = []
+        for flow in ids.tolist():
+            m, step = self.flow_of.pop(flow)
+            nxt = self.next_of[m]
+            self.sent[m] += 1
+            self.received[nxt] += 1
+            if step == self.steps - 1:
+                self.last_done[m] = True
+            touched += [m, nxt]
+        touched = list(dict.fromkeys(touched))
+        ready = [k for k in touched if self._ready(k)]
+        while ready:  # (pipelined: a member may start several steps at one instant)
+            self._send(ready)
+            ready = [k for k in ready if self._ready(k)]
+        for k in touched:
+            if not self.finished[k] and self.last_done[k] and self.received[k] >= self.steps:
+                self.finished[k] = True
+                self.unfinished -= 1
+        if not self.unfinished:
+            self.done.succeed()
 
 def _ring_op(net: FlowNetwork, op: str, group: Sequence[str], nbytes_total: float, steps_of: Callable[[int], int],
              tag: Any, algorithm: str | None, channels: int | None) -> Generator:

@@ -33,18 +33,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import simpy
 
+from simulator.engine import maxmin
+from simulator.engine.maxmin import LEVEL_RTOL, RESTART_RTOL  # noqa: F401 (re-exported)
 from topologies.paths import PathTable
 
 # A flow whose remaining bytes fall below this fraction of its size is finished. It only absorbs
 # floating-point residue (the remaining bytes are updated by subtraction at every change), and it
 # makes equal flows finish at the same event.
 FINISH_RTOL = 1e-10
-# Links whose fair share is within this relative distance of the round's minimum saturate in the
-# same progressive-filling round (so equal shares computed with different rounding stay equal).
-LEVEL_RTOL = 1e-12
-# A re-solve after completions keeps flows whose rate is below (1 - this) x the lowest finished
-# rate; flows at (or a hair below) that level are solved again.
-RESTART_RTOL = 1e-9
+# LEVEL_RTOL (equal shares saturate together) and RESTART_RTOL (which flows a resumed solve keeps)
+# live with the solver in simulator.engine.maxmin.
 
 
 @dataclass(frozen=True)
@@ -142,56 +140,8 @@ def max_min_rates(
     return rate, rounds
 
 
-def _fill_columns(
-    cols: np.ndarray, capacity_Bps: np.ndarray, rate_Bps: np.ndarray | None = None,
-    kept: np.ndarray | None = None,
-) -> tuple[np.ndarray, int]:
-    """`max_min_rates` with flow f's links in column ``cols[:, f]`` (the network's fast path).
-
-    Columns are padded with the spare link ``len(capacity_Bps) - 1``, whose capacity must be
-    inf (it never binds). `kept` (optional, a mask) keeps those flows at `rate_Bps`, as
-    `kept_rate_Bps` does. Same arithmetic in the same order as `max_min_rates`, so the same
-    rates to the bit: a link saturates when no flow on it has a lower minimum (that is
-    `level <= link_min * (1 + LEVEL_RTOL)`, without `ufunc.at`), and the capacity a round takes
-    is summed flow by flow in path order. A link nobody uses any more may be zeroed early: it
-    is never read again. Whole-column numpy only, so a round costs a few microseconds.
-    """
-    width, n_flows = cols.shape
-    n_links = len(capacity_Bps)
-    if kept is None:
-        rate = np.zeros(n_flows)
-        capacity_left = capacity_Bps.copy()
-        free = np.arange(n_flows)
-    else:
-        rate = rate_Bps.copy()  # the free flows' entries are all overwritten below
-        capacity_left = np.maximum(capacity_Bps - np.bincount(
-            cols[:, kept].T.ravel(), weights=np.repeat(rate[kept], width), minlength=n_links
-        ), 0.0)
-        free = np.flatnonzero(~kept)
-        cols = cols[:, free]
-    rounds = 0
-    bound = 1 + LEVEL_RTOL
-    minimum, any_of = np.minimum.reduce, np.logical_or.reduce
-    while free.size:
-        rounds += 1
-        level = capacity_left / np.maximum(np.bincount(cols.ravel(), minlength=n_links), 1)
-        pair_level = level[cols]
-        flow_min = minimum(pair_level, axis=0)
-        blocked = np.zeros(n_links, dtype=bool)
-        blocked[cols[pair_level > flow_min * bound]] = True
-        saturated = ~blocked  # (or unused: its level and capacity are never read again)
-        frozen = any_of(saturated[cols], axis=0)
-        if frozen.all():
-            rate[free] = flow_min
-            break
-        frozen_rate = flow_min[frozen]
-        rate[free[frozen]] = frozen_rate
-        capacity_left -= np.bincount(cols[:, frozen].T.ravel(),
-                                     weights=np.repeat(frozen_rate, width), minlength=n_links)
-        capacity_left[saturated | (capacity_left < 0)] = 0.0
-        keep = ~frozen
-        cols, free = cols[:, keep], free[keep]
-    return rate, rounds
+# The column solver (numpy); kept under its old name for callers and tests.
+_fill_columns = maxmin.fill_columns
 
 
 class _Columns:
@@ -208,17 +158,22 @@ class _Columns:
             raise AttributeError(name) from None
 
     def extend(self, **values: Any) -> np.ndarray:
-        """Append rows; returns their indices."""
-        count = max(len(v) for v in values.values() if np.ndim(v))
+        """Append rows (scalars broadcast); returns their indices."""
+        count = 1
+        for v in values.values():
+            if not isinstance(v, (int, float)) and np.ndim(v):
+                count = len(v)
+                break
         start, stop = self.n, self.n + count
-        capacity = len(next(iter(self._data.values())))
+        data = self._data
+        capacity = len(next(iter(data.values())))
         if stop > capacity:
             new_capacity = max(stop, 2 * capacity)
-            for name, column in self._data.items():
+            for name, column in data.items():
                 grown = np.zeros(new_capacity, dtype=column.dtype)
                 grown[:start] = column[:start]
-                self._data[name] = grown
-        for name, column in self._data.items():
+                data[name] = grown
+        for name, column in data.items():
             column[start:stop] = values[name]
         self.n = stop
         return np.arange(start, stop, dtype=np.int64)
@@ -282,22 +237,26 @@ class FlowNetwork:
         self._redundant = np.zeros(self._n_links, dtype=bool)
         # groups: one SimPy event per transfer()/transfer_many() call
         self._groups = _Columns(left=np.int64, first=np.int64, count=np.int64, single=bool)
-        self._group_events: list[simpy.Event | None] = []  # None once fired
+        self._group_events: list[simpy.Event | None] = []  # None once fired (or never made)
+        self._group_owner: list[Callable[[np.ndarray], None] | None] = []  # transfer_each's on_done
         self._group_meta: list[tuple[Any, float, float]] = []  # tag, start_s, bytes
-        # active (draining) flows, compact
-        self._act_id = np.zeros(0, dtype=np.int64)
-        self._act_size = np.zeros(0)
-        self._act_remaining = np.zeros(0)
-        self._act_rate = np.zeros(0)
+        # active (draining) flows: the first _act_n entries of buffers that grow by doubling,
+        # compacted in place by the solver kernels (simulator.engine.maxmin)
+        self._kernels = maxmin.kernels()
+        self._act_n = 0
+        self._act_id = np.zeros(16, dtype=np.int64)
+        self._act_size = np.zeros(16)
+        self._act_remaining = np.zeros(16)
+        self._act_rate = np.zeros(16)
+        self._done_buf = np.zeros(16, dtype=np.int64)
         # each active flow's enforced links as a column, padded with the spare link n_links of
         # infinite capacity (so the solver works on whole columns, no per-pair bookkeeping)
         self._capacity_ext = np.append(self._capacity_Bps, np.inf)
-        self._act_cols = np.zeros((1, 0), dtype=np.int64)
+        self._act_cols = np.full((1, 16), self._n_links, dtype=np.int64)
         self._last_update_s = env.now
         # flows waiting out alpha + latency, keyed by the exact activation time
         self._arrivals: dict[float, list[np.ndarray]] = {}
         self._incoming: list[np.ndarray] = []
-        self._update_pending = False
         self._version = 0
 
     # ------------------------------------------------------------------ requests
@@ -318,28 +277,46 @@ class FlowNetwork:
         sizes = np.broadcast_to(np.asarray(nbytes, dtype=float), (len(srcs),)).copy()
         return self._request(list(srcs), list(dsts), sizes, tag, single=False)
 
+    def transfer_each(self, srcs: Sequence[str], dsts: Sequence[str], nbytes: Any, tag: Any,
+                      on_done: Callable[[np.ndarray], None]) -> np.ndarray:
+        """Start flows with no SimPy event: `on_done(ids)` is called at each completion instant with
+        the ids (returned here, in request order) of this call's flows that finished then.
+
+        For algorithms that chain flows (a ring step starts when the previous chunk is in):
+        `on_done` runs inside the network's update, so the flows it starts are requested at
+        the completion instant without a SimPy event or process per step. It must not wait.
+        """
+        if len(srcs) != len(dsts):
+            raise ValueError(f"srcs and dsts differ in length: {len(srcs)} != {len(dsts)}")
+        sizes = np.broadcast_to(np.asarray(nbytes, dtype=float), (len(srcs),)).copy()
+        start = self._flows.n
+        self._request(list(srcs), list(dsts), sizes, tag, single=False, on_done=on_done)
+        return np.arange(start, self._flows.n, dtype=np.int64)
+
     def _request(self, srcs: list[str], dsts: list[str], sizes: np.ndarray, tag: Any,
-                 single: bool) -> simpy.Event:
+                 single: bool, on_done: Callable[[np.ndarray], None] | None = None
+                 ) -> simpy.Event | None:
         if sizes.size and not (np.all(np.isfinite(sizes)) and sizes.min() >= 0):
             raise ValueError(f"transfer sizes must be finite and >= 0 bytes, got {sizes.min()}")
         now = self.env.now
         count = len(srcs)
         # routes (cached per pair) -> link ids in one store, latency per flow
-        links, latency = [], np.empty(count)
-        for k, (src, dst) in enumerate(zip(srcs, dsts)):
-            route, latency[k] = self._route(src, dst)
-            links.append(route)
-        lengths = np.fromiter((len(r) for r in links), dtype=np.int64, count=count)
+        route_of = self._route
+        routes = [route_of(src, dst) for src, dst in zip(srcs, dsts)]
+        links = [r[0] for r in routes]
+        latency = np.array([r[1] for r in routes], dtype=float)
+        lengths = np.array([len(r) for r in links], dtype=np.int64)
         offsets = self._link_store.n + np.cumsum(lengths) - lengths
-        if lengths.sum():
+        if count and lengths.sum():
             self._link_store.extend(link=np.concatenate(links))
-        event = self.env.event()
-        group = self._groups.extend(left=[count], first=[self._flows.n], count=[count],
-                                    single=[single])[0]
+        event = self.env.event() if on_done is None else None
+        group = self._groups.extend(left=count, first=self._flows.n, count=count, single=single)[0]
         self._group_events.append(event)
+        self._group_owner.append(on_done)
         self._group_meta.append((tag, now, float(sizes.sum())))
+        node = self._node
         ids = self._flows.extend(
-            src=[self._node(s) for s in srcs], dst=[self._node(d) for d in dsts], size=sizes,
+            src=[node(s) for s in srcs], dst=[node(d) for d in dsts], size=sizes,
             start=now, first_byte=np.nan, end=np.nan, group=group, link_offset=offsets,
             link_count=lengths,
         )
@@ -356,8 +333,11 @@ class FlowNetwork:
             self._succeed_group(group, now)
         remote = ~local
         delays = self.alpha_s + latency[remote]
-        for delay in np.unique(delays):
-            self._schedule_arrival(float(delay), ids[remote][delays == delay])
+        if delays.size and delays.min() == delays.max():  # one arrival time (the common case)
+            self._schedule_arrival(float(delays[0]), ids[remote])
+        else:
+            for delay in np.unique(delays):
+                self._schedule_arrival(float(delay), ids[remote][delays == delay])
         return event
 
     def _node(self, name: str) -> int:
@@ -389,47 +369,46 @@ class FlowNetwork:
 
     def _on_arrival(self, event: simpy.Event) -> None:
         self._incoming.extend(self._arrivals.pop(event.value))
-        self._request_update()
+        self._update()
 
     def _on_wake(self, event: simpy.Event) -> None:
         if event.value == self._version:  # stale wake-ups (rates changed since) are ignored
-            self._request_update()
-
-    def _request_update(self) -> None:
-        """Batch every change at this instant into one solve (a zero-delay event)."""
-        if not self._update_pending:
-            self._update_pending = True
-            self.env.timeout(0).callbacks.append(self._update)
+            self._update()
 
     # ------------------------------------------------------------------ the fluid model
 
-    def _update(self, _event: simpy.Event | None = None) -> None:
-        self._update_pending = False
+    def _update(self) -> None:
+        """Bring the fluid state to now: drain, finish, admit arrivals, re-solve, schedule the next
+        wake-up. Runs right in the arrival's or wake-up's callback: a second change at the same
+        instant (an arrival and a completion) runs it again with dt = 0, which ends in the same
+        rates as one combined update (the last solve of the instant is a full one either way)."""
         now = self.env.now
         dt = now - self._last_update_s
         self._last_update_s = now
+        kernels = self._kernels
         # restart level of the next solve: 0 = full solve, inf = nothing changed (no solve)
-        restart_level_Bps = np.inf
-        if self._act_id.size:
-            if dt > 0:
-                self._act_remaining -= self._act_rate * dt
+        restart_level_Bps = math.inf
+        n = self._act_n
+        if n:
             # finished: residue below FINISH_RTOL of the size, or below what the clock can resolve
             time_eps = 4 * math.ulp(max(now, 1e-300))
-            done = (self._act_remaining <= self.finish_rtol * self._act_size) | (
-                self._act_remaining <= self._act_rate * time_eps
-            )
-            if done.any():
-                restart_level_Bps = float(self._act_rate[done].min())
-                self._finish_active(done, now)
+            n, n_done, restart_level_Bps = kernels.advance_finish(
+                self._act_cols, self._act_id, self._act_size, self._act_remaining, self._act_rate,
+                n, float(dt), self.finish_rtol, time_eps, self._done_buf)
+            self._act_n = n
+            if n_done:
+                self._finished(self._done_buf[:n_done].copy(), now)
         if self._incoming:
             self._activate(np.concatenate(self._incoming), now)
             self._incoming = []
             restart_level_Bps = 0.0
-        if self._act_id.size:
-            if restart_level_Bps < np.inf:
-                self._solve(restart_level_Bps)
+        n = self._act_n
+        if n:
+            if restart_level_Bps < math.inf:
+                wake_s = self._solve(restart_level_Bps)
+            else:
+                wake_s = float(np.min(self._act_remaining[:n] / self._act_rate[:n]))
             self._version += 1
-            wake_s = float(np.min(self._act_remaining / self._act_rate))
             self.env.timeout(wake_s, value=self._version).callbacks.append(self._on_wake)
 
     def _activate(self, ids: np.ndarray, now: float) -> None:
@@ -443,16 +422,32 @@ class FlowNetwork:
         if not ids.size:
             return
         cols = self._columns_of(ids)
-        old = self._act_cols
-        if not self._act_id.size:
-            self._act_cols = cols
-        else:
-            width = max(old.shape[0], cols.shape[0])
-            self._act_cols = np.concatenate((self._pad(old, width), self._pad(cols, width)), axis=1)
-        self._act_id = np.concatenate((self._act_id, ids))
-        self._act_size = np.concatenate((self._act_size, sizes))
-        self._act_remaining = np.concatenate((self._act_remaining, sizes))
-        self._act_rate = np.concatenate((self._act_rate, np.zeros(ids.size)))
+        n, k = self._act_n, ids.size
+        self._reserve(n + k, cols.shape[0])
+        self._act_cols[:cols.shape[0], n:n + k] = cols
+        self._act_cols[cols.shape[0]:, n:n + k] = self._n_links
+        self._act_id[n:n + k] = ids
+        self._act_size[n:n + k] = sizes
+        self._act_remaining[n:n + k] = sizes
+        self._act_rate[n:n + k] = 0.0
+        self._act_n = n + k
+
+    def _reserve(self, count: int, width: int) -> None:
+        """Grow the active buffers to hold `count` flows of `width` solver links each."""
+        old_width, capacity = self._act_cols.shape
+        if count <= capacity and width <= old_width:
+            return
+        n = self._act_n
+        new_capacity = max(capacity, 2 * count) if count > capacity else capacity
+        cols = np.full((max(width, old_width), new_capacity), self._n_links, dtype=np.int64)
+        cols[:old_width, :n] = self._act_cols[:, :n]
+        self._act_cols = cols
+        if new_capacity > capacity:
+            for name in ("_act_id", "_act_size", "_act_remaining", "_act_rate", "_done_buf"):
+                old = getattr(self, name)
+                grown = np.zeros(new_capacity, dtype=old.dtype)
+                grown[:n] = old[:n]
+                setattr(self, name, grown)
 
     def _pad(self, cols: np.ndarray, width: int) -> np.ndarray:
         """`cols` with spare-link rows added up to `width` (paths of different lengths)."""
@@ -522,19 +517,16 @@ class FlowNetwork:
 
     def _rebuild_pairs(self) -> None:
         """Recompute the active flows' solver columns after the set of skipped links changed."""
-        self._act_cols = self._columns_of(self._act_id)
+        n = self._act_n
+        cols = self._columns_of(self._act_id[:n])
+        self._act_cols = np.full((cols.shape[0], self._act_id.size), self._n_links, dtype=np.int64)
+        self._act_cols[:, :n] = cols
 
-    def _finish_active(self, done: np.ndarray, now: float) -> None:
-        ids = self._act_id[done]
+    def _finished(self, ids: np.ndarray, now: float) -> None:
+        """Flows `ids` (already out of the active buffers) delivered their last byte at `now`."""
         self._done_batches.append(ids)
         if len(self._done_batches) >= 256:
             self._flush_bytes_on_link()
-        keep = ~done
-        self._act_cols = self._act_cols[:, keep]
-        self._act_id = self._act_id[keep]
-        self._act_size = self._act_size[keep]
-        self._act_remaining = self._act_remaining[keep]
-        self._act_rate = self._act_rate[keep]
         self._complete(ids, now)
 
     @property
@@ -562,29 +554,26 @@ class FlowNetwork:
         sums[0] += self._bytes_on_link
         self._bytes_on_link[:] = np.cumsum(sums, axis=0)[-1]  # in place: views stay current
 
-    def _solve(self, restart_level_Bps: float = 0.0) -> None:
+    def _solve(self, restart_level_Bps: float = 0.0) -> float:
         """Recompute the active flows' rates; after completions only, from `restart_level_Bps`.
+        Returns the time to the next completion (s).
 
         After flows leave (and none arrive), the flows whose rate was below the lowest rate of
         the leavers are exactly those that progressive filling freezes before that level in the
         new problem too (removing flows only raises link levels, and every link of a leaver had
-        a level >= the leaver's rate), so they keep their rates and filling resumes above it.
+        a level >= the leaver's rate), so they keep their rates and filling resumes above it:
+        only the flows whose bottleneck may have changed are solved again.
         """
-        kept = None
-        if restart_level_Bps > 0:
-            kept = self._act_rate < restart_level_Bps * (1 - RESTART_RTOL)
-        self._act_rate, rounds = _fill_columns(self._act_cols, self._capacity_ext, self._act_rate,
-                                               kept)
-        if kept is not None and not np.all(self._act_rate > 0):
-            # rounding left a resumed solve without capacity for some flow: solve afresh
-            self._act_rate, more = _fill_columns(self._act_cols, self._capacity_ext)
-            rounds += more
+        n = self._act_n
+        rounds, wake_s = self._kernels.solve(self._act_cols, self._capacity_ext, self._act_remaining,
+                                             self._act_rate, n, float(restart_level_Bps))
         self.solves += 1
-        self.solve_rounds += rounds
+        self.solve_rounds += int(rounds)
         if self.on_solve is not None:
-            which, links = self._links_of(self._act_id)
-            link_rate = np.bincount(links, weights=self._act_rate[which], minlength=self._n_links)
+            which, links = self._links_of(self._act_id[:n])
+            link_rate = np.bincount(links, weights=self._act_rate[:n][which], minlength=self._n_links)
             self.on_solve(self.env.now, link_rate)
+        return wake_s
 
     def _complete(self, ids: np.ndarray, now: float) -> None:
         flows = self._flows
@@ -592,19 +581,38 @@ class FlowNetwork:
         self.bytes_delivered += float(flows.size[ids].sum())
         groups = flows.group[ids]
         left = self._groups.left
+        if groups.size == 1:
+            group = int(groups[0])
+            left[group] -= 1
+            owner = self._group_owner[group]
+            if owner is not None:
+                owner(ids)
+            if left[group] == 0:
+                self._succeed_group(group, now)
+            return
         np.subtract.at(left, groups, 1)
+        owners = self._group_owner
+        called = {}
+        for k, group in enumerate(groups.tolist()):  # transfer_each callbacks, first-seen order
+            owner = owners[group]
+            if owner is not None:
+                called.setdefault(id(owner), (owner, []))[1].append(k)
+        for owner, which in called.values():
+            owner(ids[which])
         done = groups[left[groups] == 0]
         if done.size:
             for group in np.unique(done):  # in group order, as events are scheduled
                 self._succeed_group(int(group), now)
 
     def _succeed_group(self, group: int, now: float) -> None:
+        event, self._group_events[group] = self._group_events[group], None
+        if event is None:  # transfer_each: no event
+            return
         if self._groups.single[group]:
             value: Any = self._record(int(self._groups.first[group]))
         else:
             tag, start_s, nbytes = self._group_meta[group]
             value = GroupRecord(tag, int(self._groups.count[group]), nbytes, start_s, now)
-        event, self._group_events[group] = self._group_events[group], None
         event.succeed(value)
 
     # ------------------------------------------------------------------ observability
@@ -612,7 +620,7 @@ class FlowNetwork:
     @property
     def active_flows(self) -> int:
         """Flows draining right now (not counting those still waiting out alpha + latency)."""
-        return int(self._act_id.size)
+        return int(self._act_n)
 
     @property
     def flow_count(self) -> int:

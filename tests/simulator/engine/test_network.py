@@ -328,7 +328,7 @@ class FullSolveNetwork(FlowNetwork):
     """Always solves from scratch on every link (the reference for resumed solves and pruning)."""
 
     def _solve(self, restart_level_Bps=0.0):
-        super()._solve(0.0)
+        return super()._solve(0.0)
 
     def _prune(self):
         self._new_routes = []

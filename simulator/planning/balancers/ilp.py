@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_array
 
 from simulator.planning.balancers.common import (
     BalancerWarning, check_options, choice_option, ep_ranks, float_option, int_option,
@@ -402,9 +404,6 @@ def _run(model: _Builder, clock: _Clock, gap: float, step: str, layer: int):
     clock.done += 1
     if share_s <= MIN_SOLVE_S:
         return None, _Solve(step, layer, "no_time", float("nan"))
-    from scipy.optimize import Bounds, LinearConstraint, milp  # scipy: only when an ILP is solved
-    from scipy.sparse import coo_array
-
     matrix = coo_array((model.vals, (model.rows, model.cols)),
                        shape=(len(model.lower), len(model.cost))).tocsr()
     result = milp(model.cost, integrality=np.array(model.integral),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from simulator.registry import Registry, params_from_signature
 from predictors.arima import ARIMAPredictor
 from predictors.base import DistributionPredictor, TokenPredictor
 from predictors.distribution import EWMAPredictor, MLEPredictor, UniformPredictor, WindowPredictor
@@ -20,42 +21,36 @@ from predictors.oracle import DistributionOracle, TokenOracle
 from predictors.token import ConditionalPredictor, FrequencyPredictor
 from predictors.training_load import LoadLSTMPredictor
 
-PREDICTORS: dict[str, type] = {
-    cls.kind: cls
-    for cls in (
-        UniformPredictor,
-        MLEPredictor,
-        WindowPredictor,
-        EWMAPredictor,
-        ARIMAPredictor,
-        LoadLSTMPredictor,
-        DistributionOracle,
-        FrequencyPredictor,
-        ConditionalPredictor,
-        FFNPredictor,
-        LSTMPredictor,
-        TokenOracle,
-    )
-}
+# Constructors store hyper-parameters (scikit-learn style) and `check_params` checks their values;
+# the registry's parameter model is the constructor's signature, so unknown keys fail at load time.
+PREDICTORS = Registry("predictor", PredictorError, sort_names=True)
+for _cls in (
+    UniformPredictor,
+    MLEPredictor,
+    WindowPredictor,
+    EWMAPredictor,
+    ARIMAPredictor,
+    LoadLSTMPredictor,
+    DistributionOracle,
+    FrequencyPredictor,
+    ConditionalPredictor,
+    FFNPredictor,
+    LSTMPredictor,
+    TokenOracle,
+):
+    PREDICTORS.register(_cls.kind, _cls, params_from_signature(_cls.__init__, f"{_cls.__name__}Params"))
 
 FAMILIES = ("none", "distribution", "token", "oracle")
 
 
-def _lookup(kind: Any, field: str) -> type:
-    if not isinstance(kind, str) or kind not in PREDICTORS:
-        known = ", ".join(sorted(PREDICTORS))
-        raise PredictorError(f"unknown predictor {kind!r}; known: {known}", f"{field}.kind")
-    return PREDICTORS[kind]
-
-
 def predictor_family(kind: str, field: str = "predictor") -> str:
     """"none" | "distribution" | "token" | "oracle" (the strategy column of gps.csv)."""
-    return _lookup(kind, field).family
+    return PREDICTORS.factory(kind, f"{field}.kind").family
 
 
 def predictor_interface(kind: str, field: str = "predictor") -> str:
     """Which interface a kind speaks: "distribution" or "token" (oracles and none included)."""
-    cls = _lookup(kind, field)
+    cls = PREDICTORS.factory(kind, f"{field}.kind")
     return "token" if issubclass(cls, TokenPredictor) else "distribution"
 
 
@@ -64,17 +59,10 @@ def make_predictor(spec: Mapping[str, Any], field: str = "predictor"):
     if not isinstance(spec, Mapping):
         raise PredictorError(f"must be a mapping with a kind, got {spec!r}", field)
     if "kind" not in spec:
-        known = ", ".join(sorted(PREDICTORS))
-        raise PredictorError(f"missing; known kinds: {known}", f"{field}.kind")
-    cls = _lookup(spec["kind"], field)
-    params = {key: value for key, value in spec.items() if key != "kind"}
-    allowed = cls.param_names()
-    for key in params:
-        if key not in allowed:
-            listed = ", ".join(allowed) if allowed else "none"
-            raise PredictorError(
-                f"unknown parameter for {cls.kind}; allowed: {listed}", f"{field}.{key}")
-    predictor = cls(**params)
+        raise PredictorError(f"missing; known kinds: {PREDICTORS.known()}", f"{field}.kind")
+    kind = spec["kind"]
+    params = PREDICTORS.parse(kind, {key: value for key, value in spec.items() if key != "kind"}, field)
+    predictor = PREDICTORS.factory(kind, f"{field}.kind")(**params.given())
     predictor.check_params(field)
     return predictor
 

@@ -4,8 +4,6 @@
 the CLI's ``--topology NAME_OR_FILE``.
 """
 
-import difflib
-import inspect
 from pathlib import Path
 
 import networkx as nx
@@ -21,11 +19,15 @@ from topologies.builders import (
     torus2d,
     validate_graph,
 )
+from simulator.registry import Registry, did_you_mean, params_from_signature
 from topologies.errors import TopologyError
 from topologies.reference import REFERENCE_BUILDERS, calibrate, load_calibration
 from topologies.yaml_topology import from_yaml_dict, load_topology_file, sub
 
-BUILDERS = {
+# Builders check their own argument values (they are plain Python functions too); the registry's
+# parameter model is their signature, so an unknown argument fails with the allowed ones listed.
+BUILDERS = Registry("builder", TopologyError, param_noun="argument", kind_key="builder")
+for _name, _builder_function in {
     "nvlink_mesh": nvlink_mesh,
     "nvswitch": nvswitch,
     "pcie_tree": pcie_tree,
@@ -34,7 +36,8 @@ BUILDERS = {
     "torus2d": torus2d,
     "mesh2d": mesh2d,
     **REFERENCE_BUILDERS,  # dgx-a100, dgx-h100, hgx-h200, pcie-a100, pcie-h100 (calibrated)
-}
+}.items():
+    BUILDERS.register(_name, _builder_function, params_from_signature(_builder_function, f"{_name}_args"))
 
 # Keys any topology spec may carry, whatever its form: apply the measured link mechanisms
 # (`calibrated: true`), optionally with fitted overrides (`calibration: FILE or mapping`), and the
@@ -46,15 +49,7 @@ ALGORITHM_OPS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all")
 
 def builder_kwargs(name: str) -> list[str]:
     """The keyword arguments a builder accepts, in signature order."""
-    return list(inspect.signature(BUILDERS[name]).parameters)
-
-
-def _builder(name, field: str):
-    if name not in BUILDERS:
-        close = difflib.get_close_matches(str(name), BUILDERS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise TopologyError(f"unknown builder {name!r}{hint}; known: {', '.join(BUILDERS)}", field)
-    return BUILDERS[name]
+    return list(BUILDERS.get(name, "builder").params.model_fields)
 
 
 def build(spec: dict, field: str = "topology") -> nx.DiGraph:
@@ -96,21 +91,12 @@ def build(spec: dict, field: str = "topology") -> nx.DiGraph:
     if "builder" not in spec:
         if "nodes" not in spec:
             raise TopologyError(
-                f"needs either builder: (one of {', '.join(BUILDERS)}) or nodes: and links:", field
+                f"needs either builder: (one of {BUILDERS.known()}) or nodes: and links:", field
             )
         return from_yaml_dict(spec, field)
     name = spec["builder"]
-    builder = _builder(name, sub(field, "builder"))
-    kwargs = {key: value for key, value in spec.items() if key != "builder"}
-    allowed = builder_kwargs(name)
-    for key in kwargs:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TopologyError(
-                f"unknown argument {key!r} for builder {name!r}{hint}; allowed: {', '.join(allowed)}",
-                sub(field, str(key)),
-            )
+    builder = BUILDERS.factory(name, sub(field, "builder"))
+    kwargs = BUILDERS.parse(name, {k: v for k, v in spec.items() if k != "builder"}, field).given()
     try:
         graph = builder(**kwargs)
     except TopologyError as error:
@@ -131,8 +117,7 @@ def resolve(name_or_path: str, **overrides) -> nx.DiGraph:
     path = Path(str(name_or_path))
     if path.suffix in (".yaml", ".yml") or path.exists():
         return load_topology_file(path)
-    close = difflib.get_close_matches(str(name_or_path), BUILDERS, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name_or_path, BUILDERS.names())
     raise TopologyError(
-        f"{name_or_path!r} is neither a builder{hint} ({', '.join(BUILDERS)}) nor a YAML file", "topology"
+        f"{name_or_path!r} is neither a builder{hint} ({BUILDERS.known()}) nor a YAML file", "topology"
     )

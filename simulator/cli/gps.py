@@ -43,12 +43,12 @@ def run(args) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
     if args.workers < 1:
         raise ScenarioError(f"must be >= 1, got {args.workers}", "--workers")
-    from simulator.planning.placement import balancers
+    from simulator.planning.placement import BALANCERS as REGISTERED
 
     chosen_balancers = tuple(b for b in args.balancers.split(",") if b)
-    unknown = [b for b in chosen_balancers if b not in balancers()]
+    unknown = [b for b in chosen_balancers if b not in REGISTERED]
     if unknown or not chosen_balancers:
-        raise ScenarioError(f"unknown balancer(s) {unknown}; known: {', '.join(balancers())}",
+        raise ScenarioError(f"unknown balancer(s) {unknown}; known: {REGISTERED.known()}",
                             "--balancers")
     extra = {"history": args.history, "replan_every": args.replan_every}
     chosen = candidates(extra, chosen_balancers, _int_list(args.sizes, "--sizes"), args.arima)

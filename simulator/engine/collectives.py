@@ -38,6 +38,7 @@ import simpy
 import yaml
 
 from simulator.errors import ScenarioError
+from simulator.registry import Registry
 from simulator.engine.network import FlowNetwork
 from topologies.links import link_catalogue
 from topologies.paths import PathTable
@@ -693,12 +694,35 @@ def tree_all_reduce(net: FlowNetwork, group: Sequence[str], nbytes_total: float,
 # ------------------------------------------------------------------ NCCL's algorithm choice
 
 
-ALGORITHMS = {
-    "all_reduce": ("ring", "tree", "nvls"),
-    "reduce_scatter": ("ring",),
-    "all_gather": ("ring",),
-    "all_to_all": ("direct", "pxn"),
-}
+def _algorithms() -> dict[str, Registry]:
+    """Per collective op, its algorithms (NCCL_ALGO names) and the function that runs each;
+    "auto" is NCCL's choice among them (`choose_algorithm`)."""
+    table = {
+        "all_reduce": {"ring": all_reduce, "tree": tree_all_reduce, "nvls": nvls_all_reduce},
+        "reduce_scatter": {"ring": reduce_scatter},
+        "all_gather": {"ring": all_gather},
+        "all_to_all": {"direct": all_to_all, "pxn": hierarchical_all_to_all},
+    }
+    registries = {}
+    for op, algorithms in table.items():
+        registry = registries[op] = Registry("algorithm", ScenarioError, scope=f" for {op}")
+        registry.register("auto", choose_algorithm)
+        for name, function in algorithms.items():
+            registry.register(name, function)
+    return registries
+
+
+
+def check_algorithms(algorithms: Any, field: str) -> dict[str, str]:
+    """A topology's ``algorithms: {op: name}`` checked once, when the scenario loads."""
+    if not isinstance(algorithms, Mapping):
+        raise ScenarioError(f"must be a mapping of collective -> algorithm name, got {algorithms!r}", field)
+    for op, name in algorithms.items():
+        if op not in ALGORITHM_REGISTRIES:
+            raise ScenarioError(f"unknown collective {op!r}; allowed: {', '.join(ALGORITHM_REGISTRIES)}",
+                                f"{field}.{op}")
+        ALGORITHM_REGISTRIES[op].get(name, f"{field}.{op}")
+    return dict(algorithms)
 
 
 def candidates(op: str, paths: PathTable, group: Sequence[str]) -> list[tuple[str, dict]]:
@@ -772,9 +796,7 @@ def default_algorithm(net: FlowNetwork, op: str, algorithm: str | None) -> str:
     chosen = (graph.graph.get("algorithms") or {}).get(op) if graph is not None else None
     if chosen is None:
         return CLASSIC[op]
-    if chosen != "auto" and chosen not in ALGORITHMS[op]:
-        raise ScenarioError(f"unknown algorithm {chosen!r} for {op}; known: auto, {', '.join(ALGORITHMS[op])}",
-                            f"topology.algorithms.{op}")
+    ALGORITHM_REGISTRIES[op].get(chosen, f"topology.algorithms.{op}")
     return chosen
 
 
@@ -783,28 +805,22 @@ def _resolve(net: FlowNetwork, op: str, group: Sequence[str], nbytes: Any, algor
     """Check `algorithm` for `op`; "auto" becomes NCCL's choice (with its options)."""
     if algorithm == "auto":
         return choose_algorithm(op, net.paths, list(group), nbytes, net.alpha_s)
-    if algorithm not in ALGORITHMS[op]:
-        raise ScenarioError(f"unknown algorithm {algorithm!r} for {op}; known: auto, {', '.join(ALGORITHMS[op])}",
-                            "algorithm")
+    ALGORITHM_REGISTRIES[op].get(algorithm, "algorithm")
     return algorithm, options
 
 
 # Registry (STYLE.md item 7): name -> generator function(net, group, nbytes, tag=...).
-COLLECTIVES: dict[str, Callable[..., Generator]] = {
-    "all_to_all": all_to_all,
-    "hierarchical_all_to_all": hierarchical_all_to_all,
-    "reduce_scatter": reduce_scatter,
-    "all_gather": all_gather,
-    "all_reduce": all_reduce,
-    "nvls_all_reduce": nvls_all_reduce,
-    "tree_all_reduce": tree_all_reduce,
-    "sendrecv": sendrecv,
-}
+COLLECTIVES = Registry("collective", ScenarioError, sort_names=True)
+for _function in (all_to_all, hierarchical_all_to_all, reduce_scatter, all_gather, all_reduce,
+                  nvls_all_reduce, tree_all_reduce, sendrecv):
+    COLLECTIVES.register(_function.__name__, _function)
 
 
 def collective(name: str, field: str = "collective") -> Callable[..., Generator]:
     """Look a collective algorithm up by name; an unknown name lists the known ones."""
-    if name not in COLLECTIVES:
-        raise ScenarioError(f"unknown collective {name!r}; known: {', '.join(sorted(COLLECTIVES))}",
-                            field)
-    return COLLECTIVES[name]
+    return COLLECTIVES.factory(name, field)
+
+
+# Built last: the algorithms' functions are defined above.
+ALGORITHM_REGISTRIES = _algorithms()
+ALGORITHMS = {op: registry.names()[1:] for op, registry in ALGORITHM_REGISTRIES.items()}

@@ -1,6 +1,6 @@
 """Expert placement: which GPUs host a replica of each expert, per MoE layer, and each replica's share.
 
-Balancers are looked up by name in `BALANCERS` (STYLE.md item 7). Each returns a `Placement`;
+Balancers are looked up by name in the `BALANCERS` registry (STYLE.md item 7). Each returns a `Placement`;
 the simulator then routes the *true* tokens to replicas by those shares, so a placement planned
 from a wrong forecast shows up as imbalance.
 """
@@ -13,6 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from simulator.errors import ScenarioError
+from simulator.planning.balancers.params import EPLBParams, GreedyParams, ILPParams, StaticParams
+from simulator.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -110,19 +112,19 @@ def _explicit_replicas(explicit: dict, expert: int, ep_ranks: list[int], field: 
 
 Balancer = Callable[[PlacementRequest], Placement]
 
-def balancers() -> dict[str, Balancer]:
-    """The balancer registry: static here, the predictive ones from `simulator.planning.balancers`
-    (imported on use: they import this module for `Placement`)."""
-    from simulator.planning.balancers import BALANCERS_EXTRA
-
-    return {"static": static_placement, **BALANCERS_EXTRA}
+# The balancer registry (`balancer.kind`): static here, the predictive ones imported on first use
+# (they import this module for `Placement`; the ILP imports scipy).
+BALANCERS = Registry("balancer", ScenarioError, param_noun="option")
+BALANCERS.register("static", static_placement, StaticParams)
+BALANCERS.register("greedy_duplication", "simulator.planning.balancers.greedy:greedy_duplication",
+                   GreedyParams)
+BALANCERS.register("eplb", "simulator.planning.balancers.eplb_policy:eplb", EPLBParams)
+BALANCERS.register("ilp", "simulator.planning.balancers.ilp:ilp_placement", ILPParams)
+BALANCERS.register("oracle", "simulator.planning.balancers:oracle", GreedyParams)
 
 
 def make_placement(kind: str, request: PlacementRequest) -> Placement:
-    known = balancers()
-    if kind not in known:
-        raise ScenarioError(f"unknown balancer {kind!r}; known: {', '.join(known)}", "balancer.kind")
-    return known[kind](request)
+    return BALANCERS.factory(kind, "balancer.kind")(request)
 
 
 def assign_replicas(experts: np.ndarray, layer_replicas, layer_shares) -> np.ndarray:

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from predictors.base import PredictorCost, distribution_error, top_k_accuracy
 from predictors.registry import make_predictor, predictor_family, predictor_interface
 from simulator.errors import ScenarioError
+from simulator.registry import Params, parse_params
 from simulator.planning.placement import Placement, PlacementRequest, make_placement
 from workloads.trace import load_counts
 
@@ -54,17 +56,24 @@ class Strategy:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+class PredictorRun(Params):
+    """The keys of the scenario's `predictor:` section the simulator reads (the rest are the
+    predictor's hyper-parameters): trace iterations fitted on before the run, iterations between
+    re-plans, and whether token predictors pre-send tokens to the predicted GPU."""
+
+    history: int | None = Field(None, ge=0, description=f"default {DEFAULT_HISTORY} (0 without a predictor)")
+    replan_every: int = Field(1, ge=1)
+    presend: bool | None = None
+
+
 def predictor_settings(spec: dict[str, Any]) -> tuple[int, int, bool | None]:
     """(history, replan_every, presend) from the scenario's predictor section, validated."""
-    history = spec.get("history", DEFAULT_HISTORY if spec.get("kind", "none") != "none" else 0)
-    window = spec.get("replan_every", 1)
-    presend = spec.get("presend")
-    for name, value, low in (("history", history, 0), ("replan_every", window, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ScenarioError(f"must be an integer >= {low}, got {value!r}", f"predictor.{name}")
-    if presend is not None and not isinstance(presend, bool):
-        raise ScenarioError(f"must be true or false, got {presend!r}", "predictor.presend")
-    return history, window, presend
+    values = {key: spec[key] for key in PREDICTOR_RUN_KEYS[1:] if key in spec}
+    run = parse_params(PredictorRun, values, "predictor", "the predictor section", "key", ScenarioError)
+    history = run.history
+    if history is None:
+        history = DEFAULT_HISTORY if spec.get("kind", "none") != "none" else 0
+    return history, run.replan_every, run.presend
 
 
 def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, owned_tokens: np.ndarray,

@@ -14,7 +14,12 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulator.errors import ScenarioError
+from predictors.registry import PREDICTORS, make_predictor
+from simulator.engine.collectives import check_algorithms
+from simulator.errors import USER_ERRORS, ScenarioError
+from simulator.planning.placement import BALANCERS
+from simulator.planning.strategy import PREDICTOR_RUN_KEYS, PredictorRun
+from simulator.registry import Params, parse_params
 
 
 class _Section(BaseModel):
@@ -53,17 +58,49 @@ class Workload(_Section):
                     "{training_load: path.npz, start: step, stride: steps}",
     )
 
+    @property
+    def trace_source(self) -> tuple[str, Params]:
+        """(source name, its checked parameters); see simulator.scenario.traces."""
+        from simulator.scenario.traces import parse_trace
+
+        return parse_trace(self.trace)
+
 
 class Predictor(_OpenSection):
     """Load or token predictor; other keys: its hyper-parameters, history, replan_every, presend."""
 
     kind: str = Field("none", description="none, distribution.*, token.*, oracle.* (predictors.md)")
 
+    @property
+    def run(self) -> PredictorRun:
+        """history, replan_every, presend: checked against `PredictorRun`."""
+        extra = self.model_extra or {}
+        values = {key: extra[key] for key in PREDICTOR_RUN_KEYS if key in extra}
+        return parse_params(PredictorRun, values, "predictor", "the predictor section", "key",
+                            ScenarioError)
+
+    @property
+    def hyper_parameters(self) -> dict[str, Any]:
+        return {k: v for k, v in (self.model_extra or {}).items() if k not in PREDICTOR_RUN_KEYS}
+
+    @property
+    def params(self) -> Params:
+        """The hyper-parameters checked against the kind's model and its constructor's checks."""
+        hyper = self.hyper_parameters
+        params = PREDICTORS.parse(self.kind, hyper, "predictor")
+        make_predictor({"kind": self.kind, **hyper})  # the constructor's value checks
+        return params
+
 
 class Balancer(_OpenSection):
     """Expert placement; other keys: the balancer's options (or `placement` for static)."""
 
     kind: str = Field("static", description="static, greedy_duplication, eplb, ilp, oracle")
+
+    @property
+    def params(self) -> Params:
+        """The options checked against the balancer's model (simulator.planning.balancers.params)."""
+        return BALANCERS.parse(self.kind, self.model_extra or {}, "balancer")
 
 
 class Network(_Section):
@@ -127,10 +164,27 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
 
 
 def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario:
+    """The typed scenario: schema first, then each pluggable section against its kind's model."""
     try:
-        return Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(raw)
     except pydantic.ValidationError as error:
         raise ScenarioError(f"{source}: {_describe(error.errors()[0], Scenario)}") from None
+    try:
+        check_sections(scenario)
+    except USER_ERRORS as error:
+        raise ScenarioError(f"{source}: {error}") from None
+    return scenario
+
+
+def check_sections(scenario: Scenario) -> None:
+    """Validate the kind-specific sections (predictor, balancer, trace source, the topology's
+    collective algorithms) against their registries' parameter models."""
+    scenario.predictor.run  # noqa: B018 - the properties validate
+    scenario.predictor.params  # noqa: B018
+    scenario.balancer.params  # noqa: B018
+    scenario.workload.trace_source  # noqa: B018
+    if isinstance(scenario.topology, dict) and "algorithms" in scenario.topology:
+        check_algorithms(scenario.topology["algorithms"], "topology.algorithms")
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:

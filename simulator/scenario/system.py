@@ -21,10 +21,9 @@ from simulator.planning.placement import PlacementRequest, make_placement
 from simulator.planning.strategy import Strategy, plan_strategy, predictor_settings
 from simulator.model.routing import Ownership, RoutingPlan, plan_routing, token_ownership
 from simulator.scenario.schema import Scenario
+from simulator.scenario.traces import load_trace
 from topologies.devices import gpu_spec
 from workloads.models import model_spec
-from workloads.synthetic import generate_trace
-from workloads.load_shares import trace_from_load_shares
 from workloads.trace import RoutingTrace
 
 
@@ -71,7 +70,7 @@ def _build(scenario: Scenario) -> System:
     node_of = [graph.nodes[name].get("node_id", 0) for name in topologies.gpu_nodes(graph)]
     devices = [graph.nodes[name]["device"] for name in topologies.gpu_nodes(graph)]
     predictor_spec = scenario.predictor.model_dump()
-    balancer_config = scenario.balancer.model_dump(exclude={"kind"})
+    balancer_config = scenario.balancer.params.given()
     history, _, _ = predictor_settings(predictor_spec)
     base = PlacementRequest(model.moe_layers, model.experts, list(range(ep)), node_of, {},
                             redundant=ep)
@@ -79,7 +78,7 @@ def _build(scenario: Scenario) -> System:
                                               scenario.balancer.kind == "static" else {}))
     training = workload.mode == "training"
     memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp, training)
-    trace = _load_trace(scenario, model, tokens, history)
+    trace = load_trace(scenario, model, tokens, history)
     base = replace(base, slots_per_gpu=_replica_slots(model, memory, devices, ep),
                    transitions=_transitions(trace, history, tokens, model.experts),
                    pair_cost=_pair_cost(graph) if scenario.balancer.kind == "ilp" else None)
@@ -154,56 +153,6 @@ def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:
     if gpus % tp:
         raise ScenarioError(f"must divide the GPU count {gpus}, got {tp}", "parallelism.tp")
     return ep, tp
-
-
-def _load_trace(scenario: Scenario, model, tokens: int, history: int) -> RoutingTrace:
-    """The trace: `history` iterations the predictor fits on, then the simulated ones."""
-    spec = dict(scenario.workload.trace)
-    iterations = history + scenario.workload.iterations
-    if set(spec) == {"synthetic"}:
-        knobs = dict(spec["synthetic"] or {})
-        try:
-            return generate_trace(model, iterations=iterations, tokens=tokens,
-                                  seed=knobs.pop("seed", scenario.seed), **knobs)
-        except TypeError as error:
-            raise ScenarioError(f"{error}", "workload.trace.synthetic") from None
-    if set(spec) == {"file"}:
-        trace = RoutingTrace.load(scenario.resolve_path(str(spec["file"])))
-        trace.check_against(model, field="workload.trace.file")
-        if trace.iterations < iterations or trace.tokens < tokens:
-            raise ScenarioError(
-                f"trace has {trace.iterations} iterations x {trace.tokens} tokens; the workload needs "
-                f"{iterations} x {tokens} (predictor history {history} + {iterations - history} "
-                "simulated)", "workload.trace.file")
-        return trace
-    if "training_load" in spec:
-        return _trace_from_training_load(scenario, spec, model, tokens, iterations)
-    raise ScenarioError(f"expected {{synthetic: {{...}}}}, {{file: path.npz}} or {{training_load: "
-                        f"path.npz, start: step, stride: steps}}, got keys {sorted(spec)}",
-                        "workload.trace")
-
-
-def _trace_from_training_load(scenario: Scenario, spec: dict, model, tokens: int,
-                              iterations: int) -> RoutingTrace:
-    """Iteration i simulates training step start + i * stride of a recorded training-load trace."""
-    from workloads.moe_lm import TrainingLoadTrace
-
-    field = "workload.trace"
-    unknown = sorted(set(spec) - {"training_load", "start", "stride"})
-    if unknown:
-        raise ScenarioError(f"unknown key(s) {unknown}; allowed: training_load, start, stride", field)
-    start, stride = spec.get("start", 0), spec.get("stride", 1)
-    for name, value, low in (("start", start, 0), ("stride", stride, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ScenarioError(f"must be an integer >= {low}, got {value!r}", f"{field}.{name}")
-    load = TrainingLoadTrace.load(scenario.resolve_path(str(spec["training_load"])),
-                                  field=f"{field}.training_load")
-    steps = start + np.arange(iterations) * stride
-    if steps[-1] >= load.steps:
-        raise ScenarioError(f"needs step {steps[-1]} (start {start} + {iterations} iterations x stride "
-                            f"{stride}) but the trace has {load.steps} steps", f"{field}.training_load")
-    return trace_from_load_shares(load.shares[steps], model, tokens, scenario.seed,
-                                  {"training_steps": steps.tolist()}, f"{field}.training_load")
 
 
 def _check_memory(model, placements, ownership, tokens, context_len, devices, tp,

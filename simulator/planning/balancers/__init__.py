@@ -1,7 +1,8 @@
 """Expert-placement balancers beyond static round-robin, as pure functions of a `PlacementRequest`.
 
-`BALANCERS_EXTRA` maps scenario names (`balancer.kind`) to functions; `simulator.planning.placement` merges it
-into its `BALANCERS` registry. See docs/balancers.md for the algorithms, their options and sources.
+`BALANCERS_EXTRA` maps scenario names (`balancer.kind`) to functions (for tests and direct use); the
+`BALANCERS` registry of `simulator.planning.placement` names the same functions with their parameter
+models (`simulator.planning.balancers.params`). See docs/balancers.md for the algorithms, their options and sources.
 """
 
 from __future__ import annotations

@@ -6,12 +6,12 @@ scenario's `balancer:` mapping minus `kind`, so every error names `balancer.<key
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simulator.errors import ScenarioError
+from simulator.registry import Params, parse_params
 
 if TYPE_CHECKING:  # at run time simulator.planning.placement imports this package
     from simulator.planning.placement import Placement, PlacementRequest
@@ -21,50 +21,27 @@ class BalancerWarning(UserWarning):
     """A balancer returned a usable but degraded placement (e.g. the ILP hit its time limit)."""
 
 
-def check_options(request: PlacementRequest, name: str, allowed: tuple[str, ...]) -> dict[str, Any]:
-    """The request's options, after refusing any key the balancer does not know."""
-    config = dict(request.config or {})
-    for key in config:
-        if key not in allowed:
-            known = ", ".join(allowed) if allowed else "none"
-            raise ScenarioError(
-                f"unknown option for balancer {name!r}; allowed: {known}", f"{request.field}.{key}"
-            )
-    return config
+def check_options(request: PlacementRequest, name: str, params: type[Params]) -> dict[str, Any]:
+    """The request's options checked against the balancer's parameter model (unknown keys and
+    out-of-range values refused, naming ``balancer.<key>``): only the keys the user set."""
+    return parse_params(params, request.config or {}, request.field, f"balancer {name!r}", "option",
+                        ScenarioError).given()
 
 
-def int_option(config: dict, key: str, field: str, default: int | None, minimum: int) -> int | None:
-    """An integer option >= minimum (booleans refused), or the default when absent."""
+def int_option(config: dict, key: str, default: int | None) -> int | None:
+    """An option the parameter model already checked, or the default when absent."""
     value = config.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ScenarioError(f"must be an integer >= {minimum}, got {value!r}", f"{field}.{key}")
-    return int(value)
+    return default if value is None else int(value)
 
 
-def float_option(config: dict, key: str, field: str, default: float, low: float, high: float,
-                 low_open: bool = False) -> float:
-    """A real option in [low, high] (or (low, high] when low_open), or the default when absent."""
+def float_option(config: dict, key: str, default: float) -> float:
     value = config.get(key)
-    if value is None:
-        return default
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bounds = f"{'>' if low_open else '>='} {low:g}"
-        bounds += f" and <= {high:g}" if math.isfinite(high) else ""
-        raise ScenarioError(f"must be a number {bounds}, got {config.get(key)!r}", f"{field}.{key}")
-    return value
+    return default if value is None else float(value)
 
 
-def choice_option(config: dict, key: str, field: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = config.get(key, default)
-    if value not in allowed:
-        raise ScenarioError(f"must be one of {', '.join(allowed)}, got {value!r}", f"{field}.{key}")
-    return value
+def choice_option(config: dict, key: str, default: str) -> str:
+    value = config.get(key)
+    return default if value is None else value
 
 
 def require_loads(request: PlacementRequest, name: str) -> np.ndarray:
@@ -132,7 +109,7 @@ def node_groups(request: PlacementRequest, ranks: list[int]) -> list[list[int]]:
 def replica_budget(config: dict, key: str, request: PlacementRequest, gpus: int) -> int:
     """Extra replicas per layer: the option, else `request.redundant` when > 0, else one per GPU."""
     default = request.redundant if request.redundant > 0 else gpus
-    return int_option(config, key, request.field, default, 0)
+    return int_option(config, key, default)
 
 
 def slot_limit(request: PlacementRequest, config_slots: int | None, config_key: str,

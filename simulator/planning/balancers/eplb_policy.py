@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simulator.planning.balancers.params import EPLBParams
 from simulator.planning.balancers.common import (
     check_options, ep_ranks, equal_share_placement, int_option, node_groups, replica_budget,
     require_loads, slot_limit,
@@ -25,9 +26,6 @@ from simulator.errors import ScenarioError
 if TYPE_CHECKING:  # at run time simulator.planning.placement imports this package
     from simulator.planning.placement import Placement, PlacementRequest
 
-OPTIONS = ("redundant_experts", "groups")
-
-
 def eplb(request: PlacementRequest, name: str = "eplb") -> Placement:
     """Replicate heavy experts to a redundancy budget, pack to servers, then to GPUs, balanced.
 
@@ -35,11 +33,11 @@ def eplb(request: PlacementRequest, name: str = "eplb") -> Placement:
     GPU when that is 0), `groups` (expert groups packed whole onto servers, as DeepSeek-V3's
     group-limited routing; must divide the experts; default one group per expert).
     """
-    config = check_options(request, name, OPTIONS)
+    config = check_options(request, name, EPLBParams)
     ranks = ep_ranks(request)
     experts, field = request.experts, request.field
     redundant = replica_budget(config, "redundant_experts", request, len(ranks))
-    groups = int_option(config, "groups", field, experts, 1)
+    groups = int_option(config, "groups", experts)
     if experts % groups:
         raise ScenarioError(f"must divide the {experts} experts, got {groups}", f"{field}.groups")
     slots, _ = slot_limit(request, None, "", -(-experts // len(ranks)))

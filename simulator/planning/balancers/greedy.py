@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from simulator.planning.balancers.params import GreedyParams
 from simulator.planning.balancers.common import (
     check_options, ep_ranks, equal_share_placement, int_option, replica_budget, require_loads,
     slot_limit,
@@ -22,9 +23,6 @@ from simulator.planning.balancers.common import (
 if TYPE_CHECKING:  # at run time simulator.planning.placement imports this package
     from simulator.planning.placement import Placement, PlacementRequest
 
-OPTIONS = ("replica_budget", "max_replicas_per_gpu")
-
-
 def greedy_duplication(request: PlacementRequest, name: str = "greedy_duplication") -> Placement:
     """Duplicate hot experts onto cold GPUs until the busiest GPU stops improving.
 
@@ -32,10 +30,10 @@ def greedy_duplication(request: PlacementRequest, name: str = "greedy_duplicatio
     when that is 0), `max_replicas_per_gpu` (replica slots per GPU per layer; the smaller of this and
     `request.slots_per_gpu` applies; default unlimited).
     """
-    config = check_options(request, name, OPTIONS)
+    config = check_options(request, name, GreedyParams)
     ranks = ep_ranks(request)
     budget = replica_budget(config, "replica_budget", request, len(ranks))
-    slots, _ = slot_limit(request, int_option(config, "max_replicas_per_gpu", request.field, None, 1),
+    slots, _ = slot_limit(request, int_option(config, "max_replicas_per_gpu", None),
                           "max_replicas_per_gpu", -(-request.experts // len(ranks)))
     loads = require_loads(request, name)
     layers = [duplicate_layer(loads[l], len(ranks), slots, budget) for l in range(request.layers)]

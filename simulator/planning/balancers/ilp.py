@@ -37,6 +37,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
+from simulator.planning.balancers.params import ILPParams
 from simulator.planning.balancers.common import (
     BalancerWarning, check_options, choice_option, ep_ranks, float_option, int_option,
     optional_transitions, require_loads, slot_limit,
@@ -46,7 +47,6 @@ from simulator.errors import ScenarioError
 if TYPE_CHECKING:  # at run time simulator.planning.placement imports this package
     from simulator.planning.placement import Placement, PlacementRequest
 
-OPTIONS = ("time_limit_s", "weight", "mode", "mip_gap", "max_experts_per_gpu", "initial")
 MODES = ("two_step", "sequential")
 MIN_SOLVE_S = 1e-3  # a solve offered less time than this is not attempted
 
@@ -105,13 +105,12 @@ def ilp_placement(request: PlacementRequest, name: str = "ilp") -> Placement:
     the weights from round-robin, like any re-plan). Without `request.transitions` only the load
     term remains.
     """
-    config = check_options(request, name, OPTIONS)
-    field_name = request.field
-    weight = float_option(config, "weight", field_name, 0.5, 0.0, 1.0)
-    time_limit_s = float_option(config, "time_limit_s", field_name, 10.0, 0.0, np.inf, low_open=True)
-    gap = float_option(config, "mip_gap", field_name, 0.025, 0.0, 1.0)
-    mode = choice_option(config, "mode", field_name, "two_step", MODES)
-    initial = choice_option(config, "initial", field_name, "deployed", ("deployed", "copied"))
+    config = check_options(request, name, ILPParams)
+    weight = float_option(config, "weight", 0.5)
+    time_limit_s = float_option(config, "time_limit_s", 10.0)
+    gap = float_option(config, "mip_gap", 0.025)
+    mode = choice_option(config, "mode", "two_step")
+    initial = choice_option(config, "initial", "deployed")
     problem = build_problem(request, config, weight)
     layers = problem.loads.shape[0]
     clock = _Clock(time_limit_s, solves=layers * (2 if mode == "two_step" else 1))
@@ -132,11 +131,11 @@ def build_problem(request: PlacementRequest, config: dict | None = None,
     """The request's loads, transitions, topology costs and per-GPU expert limits, checked."""
     config = dict(request.config or {}) if config is None else config
     if weight is None:
-        weight = float_option(config, "weight", request.field, 0.5, 0.0, 1.0)
+        weight = float_option(config, "weight", 0.5)
     ranks = ep_ranks(request)
     gpus, experts = len(ranks), request.experts
     needed = -(-experts // gpus)
-    cap_option = int_option(config, "max_experts_per_gpu", request.field, None, 1)
+    cap_option = int_option(config, "max_experts_per_gpu", None)
     slots, _ = slot_limit(request, cap_option, "max_experts_per_gpu", needed)
     cap = slots if cap_option is not None else needed
     loads = require_loads(request, "ilp")

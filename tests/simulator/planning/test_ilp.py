@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import scipy.optimize
 from scipy.optimize import milp as real_milp
 
+import simulator.planning.balancers.ilp as ilp_module
 from simulator.errors import ScenarioError
 from simulator.planning.balancers import BalancerWarning, dispatch_traffic, ilp_placement
 from simulator.planning.balancers.ilp import ilp_objective
@@ -166,7 +166,7 @@ def _limited_milp(x_none):
 def test_time_limit_stop_reports_the_gap_and_keeps_the_incumbent(monkeypatch):
     req = request(np.full((2, 8), 10.0), 4, {"time_limit_s": 5.0}, correlated(2, 8))
     expected = ilp_placement(req)
-    monkeypatch.setattr(scipy.optimize, "milp", _limited_milp(x_none=False))
+    monkeypatch.setattr(ilp_module, "milp", _limited_milp(x_none=False))
     with pytest.warns(BalancerWarning, match=r"ILP: 3 of 4 solves stopped at the global time limit "
                                              r"of 5 s \(largest MIP gap 5\.0%\)"):
         placement = ilp_placement(req)
@@ -177,7 +177,7 @@ def test_time_limit_stop_reports_the_gap_and_keeps_the_incumbent(monkeypatch):
 def test_no_solution_falls_back_and_says_which_placement_it_kept(monkeypatch):
     loads = np.array([[50.0, 40, 30, 20, 10, 5, 5, 1]])
     req = request(loads, 4, {"time_limit_s": 0.5})
-    monkeypatch.setattr(scipy.optimize, "milp", _limited_milp(x_none=True))
+    monkeypatch.setattr(ilp_module, "milp", _limited_milp(x_none=True))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         placement = ilp_placement(req)
@@ -203,7 +203,7 @@ def test_a_worse_incumbent_is_replaced_by_static_and_said_so(monkeypatch):
         result.x = x
         return result
 
-    monkeypatch.setattr(scipy.optimize, "milp", skewed)
+    monkeypatch.setattr(ilp_module, "milp", skewed)
     with pytest.warns(BalancerWarning, match=r"worse than .*keeping"):
         placement = ilp_placement(req)
     assert placement.notes["kept"] in ("static", "load_only")

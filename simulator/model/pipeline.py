@@ -122,10 +122,16 @@ class MoEPipeline:
         owned = int(system.plan.owned_tokens[rank])
         compute = system.compute[rank]
         workload = system.scenario.workload
+        sequences = int(ownership.group_sequences[group])
+        if system.plan.resident_tokens is not None:  # token residency expert: attention where tokens live
+            owned = group_tokens = int(system.plan.resident_tokens[iteration, layer, rank])
+            sequences = group_tokens * float(ownership.group_sequences.sum()) / system.tokens
+            kv = system.plan.kv_bytes[iteration, layer]
+            if kv.any():
+                yield from self._all_to_all_bytes("collective", "kv", rank, kv, iteration, layer)
 
         attention = compute.attention(
-            group_tokens, self.model, workload.phase, system.context_len,
-            int(ownership.group_sequences[group]), tp=system.tp)
+            group_tokens, self.model, workload.phase, system.context_len, sequences, tp=system.tp)
         yield from cluster.kernel(rank, attention, "attention", iteration, layer)
         group_bytes = group_tokens * self._token_bytes
         if len(members) > 1:
@@ -168,16 +174,22 @@ class MoEPipeline:
                 yield from cluster.kernel(rank, cost, "expert", iteration, layer)
         if shared is not None:
             yield shared
-        yield from self._all_to_all("combine", rank, pairs.T, iteration, layer)
+        yield from self._all_to_all("combine", rank, plan.combine(iteration, moe), iteration, layer)
 
     def _all_to_all(self, phase: str, rank: int, pairs: np.ndarray, iteration: int, layer: int):
-        matrix = pairs * float(self._token_bytes)
+        yield from self._all_to_all_bytes(phase, phase, rank, pairs * float(self._token_bytes),
+                                          iteration, layer)
+
+    def _all_to_all_bytes(self, phase: str, name: str, rank: int, matrix: np.ndarray,
+                          iteration: int, layer: int):
+        """All-to-all of `matrix[i, j]` bytes GPU i -> GPU j over the EP group (diagonal local)."""
+        matrix = np.array(matrix, dtype=float)
         np.fill_diagonal(matrix, 0.0)
         net = self.cluster.net
         yield from self.cluster.collective(
-            rank, (phase, iteration, layer), self._ep_group,
+            rank, (name, iteration, layer), self._ep_group,
             lambda names: collectives.all_to_all(net, names, matrix),
-            phase, f"{phase}_all_to_all", iteration, layer,
+            phase, f"{name}_all_to_all", iteration, layer,
             nbytes_of=lambda r: float(matrix[r].sum()),
         )
 

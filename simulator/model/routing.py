@@ -59,6 +59,16 @@ class RoutingPlan:
     expert_pairs: np.ndarray  # [iterations, moe_layers, gpus, experts]
     owned_tokens: np.ndarray  # [gpus]
     presorted_pairs: int = 0  # pairs that needed no dispatch thanks to predicted ownership
+    # token_residency `expert` only (None: owner, the combine is dispatch transposed):
+    combine_pairs: np.ndarray | None = None  # [iterations, moe_layers, gpus, gpus]
+    resident_tokens: np.ndarray | None = None  # [iterations, layers, gpus] at each layer's start
+    kv_bytes: np.ndarray | None = None  # [iterations, layers, gpus, gpus] sent before attention
+
+    def combine(self, iteration: int, moe: int) -> np.ndarray:
+        """[gpus, gpus] pairs sent computing GPU -> where the token lives next."""
+        if self.combine_pairs is None:
+            return self.dispatch_pairs[iteration, moe].T
+        return self.combine_pairs[iteration, moe]
 
 
 def predicted_ownership(ownership: Ownership, target: np.ndarray) -> np.ndarray:
@@ -119,3 +129,82 @@ def plan_routing(experts: np.ndarray, ownership: Ownership, placements: list[Pla
                                               minlength=gpus * num_experts).reshape(gpus, num_experts)
     owned = np.bincount(ownership.owner, minlength=gpus)
     return RoutingPlan(dispatch, computed, owned, presorted)
+
+
+# --- token residency `expert`: a token lives where its first-choice expert ran --------------------
+
+RESIDENCY_MODES = ("owner", "expert")
+
+
+def plan_expert_residency(layer_choices, ownership: Ownership, placements: list[Placement],
+                          gpus: int, num_experts: int, moe_layer_indices: list[int], layers: int,
+                          tokens_per_sequence: int, phase: str,
+                          kv_bytes_per_token: float) -> RoutingPlan:
+    """Routing with `parallelism.token_residency: expert` (MoETuner's and ExFlow's model).
+
+    A token's hidden state stays, after MoE layer m, on the GPU of the replica that computed its
+    first choice: the combine brings its other k-1 outputs there, and the next layer's attention
+    and dispatch start there. Attention is data-parallel over the tokens resident on each GPU, so
+    a GPU first needs the K/V of the tokens of its tokens' sequences that live elsewhere
+    (`kv_bytes`: prefill, the earlier positions of the same sequences; decode, every new token's
+    K/V to every GPU, the KV cache being replicated). The last MoE layer combines to the owner, so
+    the forward pass ends where it began (LM head, next decode step).
+
+    layer_choices(it): iteration it's [tokens, top_k] true choices, one array per MoE layer.
+
+    Tokens are numbered sequence by sequence (token t is position t % tokens_per_sequence of
+    sequence t // tokens_per_sequence; decode: one token per sequence)."""
+    iterations, moe_count = len(placements), len(moe_layer_indices)
+    moe_of = {layer: m for m, layer in enumerate(moe_layer_indices)}
+    owner = ownership.owner
+    tokens = len(owner)
+    sequence = np.arange(tokens) // tokens_per_sequence
+    position = np.arange(tokens) % tokens_per_sequence
+    dispatch = np.zeros((iterations, moe_count, gpus, gpus), dtype=np.int64)
+    combine = np.zeros_like(dispatch)
+    computed = np.zeros((iterations, moe_count, gpus, num_experts), dtype=np.int64)
+    resident = np.zeros((iterations, layers, gpus), dtype=np.int64)
+    kv = np.zeros((iterations, layers, gpus, gpus))
+    for it in range(iterations):
+        choices = list(layer_choices(it))
+        placement = placements[it]
+        where = owner
+        for layer in range(layers):
+            resident[it, layer] = np.bincount(where, minlength=gpus)
+            kv[it, layer] = _kv_exchange(where, sequence, position, gpus, phase) * kv_bytes_per_token
+            if layer not in moe_of:
+                continue
+            m = moe_of[layer]
+            top_k = choices[m].shape[1]
+            gpu = assign_replicas(choices[m], placement.replicas[m], placement.shares[m])
+            dispatch[it, m] = _pair_matrix(np.repeat(where, top_k), gpu.ravel(), gpus)
+            computed[it, m] = np.bincount(gpu.ravel() * num_experts + choices[m].ravel(),
+                                          minlength=gpus * num_experts).reshape(gpus, num_experts)
+            after = owner if m == moe_count - 1 else gpu[:, 0]
+            combine[it, m] = _pair_matrix(gpu.ravel(), np.repeat(after, top_k), gpus)
+            where = after
+    return RoutingPlan(dispatch, computed, np.bincount(owner, minlength=gpus), 0,
+                       combine_pairs=combine, resident_tokens=resident, kv_bytes=kv)
+
+
+def _kv_exchange(where: np.ndarray, sequence: np.ndarray, position: np.ndarray, gpus: int,
+                 phase: str) -> np.ndarray:
+    """[gpus, gpus] tokens whose K/V GPU a sends GPU b before attention (diagonal 0).
+
+    prefill: b needs, of every sequence it holds a token of, the positions up to its latest one
+    (causal attention); decode: the KV cache is replicated, so every new token's K/V goes to
+    every other GPU."""
+    matrix = np.zeros((gpus, gpus))
+    if phase == "decode":
+        held = np.bincount(where, minlength=gpus).astype(float)
+        matrix[:] = held[:, None]
+    else:
+        sequences = int(sequence.max()) + 1 if len(sequence) else 0
+        for b in range(gpus):
+            latest = np.full(sequences, -1)
+            mine = where == b
+            np.maximum.at(latest, sequence[mine], position[mine])
+            need = position <= latest[sequence]
+            matrix[:, b] = np.bincount(where[need], minlength=gpus)
+    np.fill_diagonal(matrix, 0.0)
+    return matrix

@@ -170,13 +170,19 @@ def conservation(system) -> dict[str, int]:
     token_bytes = system.model.hidden * system.model.dtype_bytes
     remote = _off_diagonal(plan.dispatch_pairs)
     experts = system.trace.experts[system.history: system.history + system.scenario.workload.iterations]
-    return {
+    block = {
         "pairs_routed": int(np.prod(experts[:, :, : system.tokens].shape)),
         "pairs_computed": int(plan.expert_pairs.sum()),
         "bytes_dispatched": remote * token_bytes,
         "bytes_combined": remote * token_bytes,
         "pairs_presorted": plan.presorted_pairs,
     }
+    if plan.combine_pairs is not None:  # token residency expert: the combine is its own matrix
+        kv = plan.kv_bytes.copy()
+        kv[..., np.arange(kv.shape[-1]), np.arange(kv.shape[-1])] = 0.0
+        block["bytes_combined"] = _off_diagonal(plan.combine_pairs) * token_bytes
+        block["bytes_kv_exchanged"] = int(round(float(kv.sum())))
+    return block
 
 
 def _off_diagonal(pairs: np.ndarray) -> int:

@@ -57,7 +57,9 @@ class PlacementRequest:
     slots_per_gpu: the most expert replicas per layer a GPU may hold (memory);
     redundant: extra replicas per layer the balancer may add beyond one per expert;
     pair_cost: [gpus, gpus] relative cost of moving one token between GPU ranks (1 / bottleneck
-    bandwidth of the topology's path), for placements that weigh NIC hops above NVLink ones.
+    bandwidth of the topology's path), for placements that weigh NIC hops above NVLink ones;
+    coactivation: [layers, experts, experts] tokens whose first choice is e and another choice f
+    (token residency `expert` only: the combine then moves f's output to e's GPU).
     """
 
     layers: int
@@ -71,6 +73,7 @@ class PlacementRequest:
     redundant: int = 0
     field: str = "balancer"
     pair_cost: np.ndarray | None = None
+    coactivation: np.ndarray | None = None
 
 
 def static_placement(request: PlacementRequest) -> Placement:

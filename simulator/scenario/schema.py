@@ -40,6 +40,10 @@ class Parallelism(_Section):
     tp: int | None = Field(
         None, ge=1, description="attention tensor-parallel size; default ep for tp, 1 for dp"
     )
+    token_residency: Literal["owner", "expert"] = Field(
+        "owner", description="where a token lives between layers: owner (the combine returns it, "
+        "vLLM/SGLang/Megatron) or expert (it stays on its first-choice expert's GPU, MoETuner/"
+        "ExFlow; needs attention: dp)")
 
 
 class Workload(_Section):

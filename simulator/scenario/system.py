@@ -19,7 +19,9 @@ from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.model.memory import MemoryUse, check_fits, gpu_memory_use
 from simulator.planning.placement import PlacementRequest, make_placement
 from simulator.planning.strategy import Strategy, plan_strategy, predictor_settings
-from simulator.model.routing import Ownership, RoutingPlan, plan_routing, token_ownership
+from simulator.model.routing import (
+    Ownership, RoutingPlan, plan_expert_residency, plan_routing, token_ownership,
+)
 from simulator.scenario.schema import Scenario
 from simulator.scenario.traces import load_trace
 from topologies.devices import gpu_spec
@@ -64,6 +66,7 @@ def _build(scenario: Scenario) -> System:
     graph = topologies.build(_topology_spec(scenario), field="topology")
     gpus = len(topologies.gpu_nodes(graph))
     ep, tp = _parallel_sizes(scenario, gpus)
+    _check_residency(scenario, tp)
     tokens_per_sequence = workload.seq_len if workload.phase == "prefill" else 1
     tokens = workload.batch * tokens_per_sequence
     ownership = token_ownership(workload.batch, tokens_per_sequence, gpus, tp)
@@ -77,21 +80,35 @@ def _build(scenario: Scenario) -> System:
     static = make_placement("static", replace(base, config=balancer_config if
                                               scenario.balancer.kind == "static" else {}))
     training = workload.mode == "training"
-    memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp, training)
+    everywhere = scenario.parallelism.token_residency == "expert"
+    memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp, training,
+                           everywhere)
     trace = load_trace(scenario, model, tokens, history)
     base = replace(base, slots_per_gpu=_replica_slots(model, memory, devices, ep),
-                   transitions=_transitions(trace, history, tokens, model.experts),
-                   pair_cost=_pair_cost(graph) if scenario.balancer.kind == "ilp" else None)
+                   transitions=_transitions(trace, history, tokens, model.experts, everywhere),
+                   pair_cost=_pair_cost(graph) if scenario.balancer.kind == "ilp" else None,
+                   coactivation=_coactivation(trace, history, tokens, model.experts) if everywhere
+                   else None)
     strategy = plan_strategy(
         model=model, trace=trace, history=history, iterations=workload.iterations, tokens=tokens,
         owned_tokens=np.bincount(ownership.owner, minlength=gpus), predictor_spec=predictor_spec,
         balancer_kind=scenario.balancer.kind, balancer_config=balancer_config, base_request=base,
         static=static)
     experts = trace.experts[history: history + workload.iterations, :, :tokens, :]
-    plan = plan_routing(experts, ownership, strategy.placements, gpus, model.experts,
-                        strategy.predicted_experts if strategy.presend else None)
+    if scenario.parallelism.token_residency == "expert":
+        if strategy.presend:
+            raise ScenarioError("expert residency and a token predictor's pre-sending both choose "
+                                "where tokens wait for the dispatch; set predictor.presend: false",
+                                "parallelism.token_residency")
+        plan = plan_expert_residency(
+            lambda it: experts[it], ownership, strategy.placements, gpus, model.experts,
+            list(model.moe_layer_indices), model.layers, tokens_per_sequence, workload.phase,
+            float(model.kv_bytes_per_token_per_layer))
+    else:
+        plan = plan_routing(experts, ownership, strategy.placements, gpus, model.experts,
+                            strategy.predicted_experts if strategy.presend else None)
     memory = _check_memory(model, strategy.placements, ownership, tokens, workload.seq_len, devices, tp,
-                           training)
+                           training, everywhere)
     calibration = (
         CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))
         if scenario.compute.calibration else None
@@ -118,14 +135,32 @@ def _replica_slots(model, memory: list[MemoryUse], devices: list[str], ep: int) 
     return int(min(model.experts, base + max(0, free // per_slot)))
 
 
-def _transitions(trace, history: int, tokens: int, experts: int) -> np.ndarray | None:
-    """[layers - 1, E, E] first-choice co-routing counts over the history iterations (seen data)."""
+def _transitions(trace, history: int, tokens: int, experts: int,
+                 all_next: bool = False) -> np.ndarray | None:
+    """[layers - 1, E, E] co-routing counts over the history iterations (seen data): first choice
+    at layer l -> first choice at l + 1, or (`all_next`, token residency expert, where the
+    dispatch leaves from the first choice's GPU) -> each of the k choices at l + 1."""
     if history == 0 or trace.layers < 2:
         return None
-    first = trace.experts[:history, :, :tokens, 0]
-    pair = first[:, :-1] * experts + first[:, 1:]  # [history, layers - 1, tokens]
+    first = trace.experts[:history, :-1, :tokens, 0]  # [history, layers - 1, tokens]
+    nexts = trace.experts[:history, 1:, :tokens, :] if all_next else \
+        trace.experts[:history, 1:, :tokens, :1]
+    pair = first[..., None] * experts + nexts  # [history, layers - 1, tokens, k]
     layers = pair.shape[1]
-    offsets = (np.arange(layers) * experts * experts)[None, :, None]
+    offsets = (np.arange(layers) * experts * experts)[None, :, None, None]
+    counts = np.bincount((pair + offsets).ravel(), minlength=layers * experts * experts)
+    return counts.reshape(layers, experts, experts)
+
+
+def _coactivation(trace, history: int, tokens: int, experts: int) -> np.ndarray | None:
+    """[layers, E, E] tokens whose first choice is e and another choice f, over the history
+    iterations: with token residency expert the combine moves f's output to e's GPU."""
+    if history == 0 or trace.top_k < 2:
+        return None
+    chosen = trace.experts[:history, :, :tokens, :]
+    pair = chosen[..., :1] * experts + chosen[..., 1:]  # [history, layers, tokens, k - 1]
+    layers = pair.shape[1]
+    offsets = (np.arange(layers) * experts * experts)[None, :, None, None]
     counts = np.bincount((pair + offsets).ravel(), minlength=layers * experts * experts)
     return counts.reshape(layers, experts, experts)
 
@@ -137,6 +172,20 @@ def _pair_cost(graph: nx.DiGraph) -> np.ndarray:
     names = topologies.gpu_nodes(graph)
     return np.array([[0.0 if a == b else 1.0 / paths.path_bandwidth_Bps(a, b) for b in names]
                      for a in names])
+
+
+def _check_residency(scenario: Scenario, tp: int) -> None:
+    """`token_residency: expert` is MoETuner's inference model: data-parallel attention on the
+    tokens a GPU holds; not combined with tensor-parallel attention or training."""
+    if scenario.parallelism.token_residency != "expert":
+        return
+    field = "parallelism.token_residency"
+    if tp != 1:
+        raise ScenarioError(f"expert residency runs attention where each token lives: needs "
+                            f"attention: dp (tp = 1), got tp = {tp}", field)
+    if scenario.workload.mode != "inference":
+        raise ScenarioError("expert residency is modelled for inference only; use owner for "
+                            "training", field)
 
 
 def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:
@@ -156,18 +205,21 @@ def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:
 
 
 def _check_memory(model, placements, ownership, tokens, context_len, devices, tp,
-                  training=False) -> list[MemoryUse]:
+                  training=False, everywhere=False) -> list[MemoryUse]:
     """Checked before the trace is built (static placement), so an impossible batch fails fast,
     and again with the planned placements (the most replicas a GPU holds in any iteration).
-    The largest expert intermediate is bounded by all tokens choosing one expert."""
+    The largest expert intermediate is bounded by all tokens choosing one expert. `everywhere`
+    (token residency expert): any GPU may hold any token, and the KV cache of every sequence."""
     placements = placements if isinstance(placements, list) else [placements]
     uses = []
     for rank, device in enumerate(devices):
         group = ownership.group_of(rank)
+        sequences, held = int(ownership.group_sequences[group]), int(ownership.group_tokens[group])
+        if everywhere:
+            sequences, held = int(ownership.group_sequences.sum()), tokens
         use = gpu_memory_use(
-            model, rank, max(p.replica_count(rank) for p in placements), tp,
-            int(ownership.group_sequences[group]), int(ownership.group_tokens[group]), context_len,
-            tokens, training=training,
+            model, rank, max(p.replica_count(rank) for p in placements), tp, sequences, held,
+            context_len, tokens, training=training,
         )
         check_fits(use, gpu_spec(device).memory_bytes, rank, device)
         uses.append(use)

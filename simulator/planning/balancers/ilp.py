@@ -57,6 +57,7 @@ class Problem:
 
     loads: np.ndarray  # [L, E] predicted tokens per expert
     trans: np.ndarray  # [L - 1, E, E] co-routing counts
+    coact: np.ndarray  # [L, E, E] tokens with first choice e and another choice f (combine moves)
     cost: np.ndarray  # [G, G] relative cost of one token between positions (0 on the diagonal)
     cap: int  # most experts per GPU per layer
     floor: int  # fewest experts per GPU per layer (equal memory when G divides E)
@@ -140,9 +141,25 @@ def build_problem(request: PlacementRequest, config: dict | None = None,
     cap = slots if cap_option is not None else needed
     loads = require_loads(request, "ilp")
     trans = optional_transitions(request)
+    coact = _coactivation(request)
     if trans is None or weight == 1.0:
         trans = np.zeros((max(request.layers - 1, 0), experts, experts))
-    return Problem(loads, trans, pair_costs(request, ranks), cap, experts // gpus, weight)
+    if coact is None or weight == 1.0:
+        coact = np.zeros((request.layers, experts, experts))
+    return Problem(loads, trans, coact, pair_costs(request, ranks), cap, experts // gpus, weight)
+
+
+def _coactivation(request: PlacementRequest) -> np.ndarray | None:
+    """[layers, E, E] tokens whose first choice is e and another choice f at the same layer: with
+    token residency `expert` the combine moves f's output to e's GPU (None: owner residency)."""
+    if request.coactivation is None:
+        return None
+    coact = np.asarray(request.coactivation, dtype=np.float64)
+    shape = (request.layers, request.experts, request.experts)
+    if coact.shape != shape or not np.all(np.isfinite(coact)) or np.any(coact < 0):
+        raise ScenarioError(f"coactivation must be finite, >= 0 and of shape {shape}, got "
+                            f"{coact.shape}", f"{request.field}.coactivation")
+    return coact
 
 
 def pair_costs(request: PlacementRequest, ranks: list[int]) -> np.ndarray:
@@ -193,12 +210,30 @@ def _objective_of_shares(problem: Problem, shares: np.ndarray) -> float:
     dev = np.where(total > 0, np.abs(load - mean[:, None]).sum(axis=1) / np.where(total > 0, total, 1),
                    0.0)
     value = problem.weight * float(dev.mean()) if len(dev) else 0.0
-    moved = problem.trans.sum()
+    moved = problem.trans.sum() + problem.coact.sum()
     if moved > 0 and problem.weight < 1.0:
         cost = sum(float(np.sum(problem.trans[l] * (shares[l] @ problem.cost @ shares[l + 1].T)))
                    for l in range(len(problem.trans)))
+        cost += sum(float(np.sum(problem.coact[l] * (shares[l] @ problem.cost @ shares[l].T)))
+                    for l in range(len(problem.coact)))
         value += (1.0 - problem.weight) * cost / float(moved)
     return value
+
+
+def _moved(problem: Problem, layer: int) -> float:
+    """Tokens layer `layer`'s placement decides the moves of: from the previous layer, and its
+    own combine (the denominator of that layer's share of the traffic term)."""
+    before = problem.trans[layer - 1].sum() if layer > 0 else 0.0
+    return float(before + problem.coact[layer].sum())
+
+
+def _pairs(problem: Problem, layer: int, scale: float) -> list[tuple[int, int, float]]:
+    """The 4 E heaviest co-activated expert pairs of a layer, (e, f, gain x scale), e < f."""
+    co = problem.coact[layer] + problem.coact[layer].T
+    e, f = np.triu_indices(len(co), k=1)
+    weight = co[e, f]
+    order = np.argsort(-weight, kind="stable")[: 4 * len(co)]
+    return [(int(e[i]), int(f[i]), float(weight[i]) * scale) for i in order if weight[i] > 0]
 
 
 # --- the two modes -------------------------------------------------------------------------------
@@ -210,10 +245,11 @@ def _two_step(problem: Problem, clock: _Clock, gap: float):
     homes, solves = [], []
     clusters_prev = mapping_prev = None
     for layer in range(layers):
-        chain = None
+        chain, moved = None, _moved(problem, layer)
+        keep = (1.0 - problem.weight) / moved if moved > 0 else 0.0
         if layer > 0 and problem.trans[layer - 1].sum() > 0:
-            chain = _chain_flow(problem.trans[layer - 1], clusters_prev, problem.gpus)
-        clusters, record = _ilp1(problem, layer, chain, clock, gap)
+            chain = -keep * _chain_flow(problem.trans[layer - 1], clusters_prev, problem.gpus)
+        clusters, record = _ilp1(problem, layer, chain, _pairs(problem, layer, keep), clock, gap)
         solves.append(record)
         if layer == 0 or chain is None:
             mapping = list(range(problem.gpus))
@@ -232,15 +268,20 @@ def _sequential(problem: Problem, clock: _Clock, gap: float):
     """One ILP per layer onto GPUs directly, the previous layer's homes fixed."""
     layers, experts = problem.loads.shape
     homes, solves = [], []
+    gpus = problem.gpus
+    mean_cost = float(problem.cost.sum() / (gpus * (gpus - 1))) if gpus > 1 else 0.0
     for layer in range(layers):
-        pull = None
+        pull, moved = None, _moved(problem, layer)
+        keep = (1.0 - problem.weight) / moved if moved > 0 else 0.0
         if layer > 0 and problem.trans[layer - 1].sum() > 0:
             trans = problem.trans[layer - 1]
-            prev = np.zeros((experts, problem.gpus))
+            prev = np.zeros((experts, gpus))
             prev[np.arange(experts), homes[-1]] = 1.0
-            # cost[f, g]: cost of layer-l tokens reaching expert f if f sits on GPU g
-            pull = -(trans.T @ prev @ problem.cost) / float(trans.sum())
-        home, record = _ilp1(problem, layer, pull, clock, gap, step="layer")
+            # [f, g]: cost of the previous layer's tokens reaching expert f if f sits on GPU g
+            pull = keep * (trans.T @ prev @ problem.cost)
+        # a co-activated pair on one GPU saves its combine (worth the mean cross-GPU cost)
+        pairs = _pairs(problem, layer, keep * mean_cost)
+        home, record = _ilp1(problem, layer, pull, pairs, clock, gap, step="layer")
         homes.append(home)
         solves.append(record)
     return homes, solves
@@ -249,18 +290,19 @@ def _sequential(problem: Problem, clock: _Clock, gap: float):
 # --- ILP1: clusters of one layer -----------------------------------------------------------------
 
 def _chain_flow(trans: np.ndarray, clusters_prev: list[int], gpus: int) -> np.ndarray:
-    """[E, G] tokens reaching expert f from the previous layer's cluster c, as a share of all
-    (maximised by ILP1: cluster c of this layer continues cluster c of the previous one)."""
+    """[E, G] tokens reaching expert f from the previous layer's cluster c (kept by ILP1 when f
+    joins cluster c: cluster c of this layer continues cluster c of the previous one)."""
     member = np.zeros((len(clusters_prev), gpus))
     member[np.arange(len(clusters_prev)), clusters_prev] = 1.0
-    return (trans.T @ member) / float(trans.sum())
+    return trans.T @ member
 
 
-def _ilp1(problem: Problem, layer: int, gain: np.ndarray | None, clock: _Clock, gap: float,
-          step: str = "ilp1") -> tuple[list[int], _Solve]:
-    """Experts of `layer` into G clusters: w * mean relative deviation of cluster loads - (1 - w) *
-    sum gain[e, c] y[e, c]. Without a gain the clusters are interchangeable: the heaviest expert is
-    pinned to cluster 0."""
+def _ilp1(problem: Problem, layer: int, linear: np.ndarray | None, pairs: list, clock: _Clock,
+          gap: float, step: str = "ilp1") -> tuple[list[int], _Solve]:
+    """Experts of `layer` into G clusters: w * sum_c |L_c - mean| / sum L + sum linear[e, c] y[e, c]
+    - sum_pairs gain * [e and f in one cluster] (+ a constant keeping the objective >= 0, so that
+    HiGHS's relative gap means something). Without `linear` the clusters are interchangeable: the
+    heaviest expert is pinned to cluster 0."""
     load = problem.loads[layer]
     experts, gpus = len(load), problem.gpus
     if clock.share_s() <= MIN_SOLVE_S:
@@ -272,14 +314,29 @@ def _ilp1(problem: Problem, layer: int, gain: np.ndarray | None, clock: _Clock, 
     d = model.variables(gpus, integral=False, upper=np.inf)
     if total > 0:
         model.cost[d] = problem.weight / total
-    if gain is not None:
-        model.cost[y.ravel()] -= (1.0 - problem.weight) * gain.ravel()
-        if gain.min() >= 0:  # shares kept (<= 1): add 1 so the objective is a share lost, >= 0,
-            one = model.variables(1, integral=False, upper=1.0)[0]  # and HiGHS's gap means something
-            model.var_lower[one] = 1.0
-            model.cost[one] = 1.0 - problem.weight
+    constant = 0.0
+    if linear is not None:
+        model.cost[y.ravel()] += linear.ravel()
+        constant -= float(np.minimum(linear, 0.0).min(axis=1).sum())
     else:
         model.var_lower[y[int(np.argmax(load)), 0]] = 1.0
+    partners: dict[tuple[int, int], list[int]] = {}
+    for e, f, gain in pairs:  # z <= y[e, c], z <= y[f, c]: z = 1 only with e and f together
+        z = model.variables(gpus, integral=False, upper=1.0)
+        model.cost[z] = -gain
+        constant += gain
+        for c in range(gpus):
+            model.row([z[c], y[e, c]], [1.0, -1.0], -np.inf, 0.0)
+            model.row([z[c], y[f, c]], [1.0, -1.0], -np.inf, 0.0)
+            partners.setdefault((e, c), []).append(int(z[c]))
+            partners.setdefault((f, c), []).append(int(z[c]))
+    for (e, c), zs in partners.items():  # cut: at most cap - 1 partners share e's cluster
+        if len(zs) > problem.cap - 1:
+            model.row([*zs, y[e, c]], [*([1.0] * len(zs)), -float(problem.cap - 1)], -np.inf, 0.0)
+    if constant > 0:
+        one = model.variables(1, integral=False, upper=1.0)[0]
+        model.var_lower[one] = 1.0
+        model.cost[one] = constant
     for e in range(experts):
         model.row(y[e], np.ones(gpus), 1.0, 1.0)
     for c in range(gpus):

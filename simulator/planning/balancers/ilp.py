@@ -9,6 +9,8 @@ the GPUs' tokens from a perfect split); T[l, e, f] counts tokens whose experts a
 at layer l + 1 (the inter-layer dependency); C[a, b] is the cost of moving one token from GPU a to
 GPU b, read from the topology (1 / bottleneck bandwidth of the path, scaled so the dearest pair
 costs 1; C[a, a] = 0), so on several servers a token crossing a NIC costs ~9x one crossing NVLink.
+With token residency `expert` the traffic term also counts the combine: K[l, e, f] tokens with
+first choice e and another choice f move f's output to e's GPU (`request.coactivation`).
 
 Two ways to minimise it, both layer by layer with the previous layer fixed:
 

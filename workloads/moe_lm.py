@@ -328,7 +328,7 @@ def train_load_trace(text_path: str | os.PathLike, steps: int, layers: int = 4, 
     torch = _torch()
     start = time.perf_counter()
     with _torch_settings(torch, config.threads):
-        shares, loss = _train(torch, config, data, int(steps), log_every)
+        shares, loss, _ = _train(torch, config, data, int(steps), log_every)
     path = Path(text_path)
     meta = {
         "kind": KIND,
@@ -350,6 +350,7 @@ def train_load_trace(text_path: str | os.PathLike, steps: int, layers: int = 4, 
 
 
 def _train(torch, config: TrainingConfig, data: np.ndarray, steps: int, log_every: int):
+    """(shares [steps, L, E], LM loss [steps], the trained model); call inside `_torch_settings`."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = _build_model(torch, config, vocab=256)
@@ -379,7 +380,7 @@ def _train(torch, config: TrainingConfig, data: np.ndarray, steps: int, log_ever
         if log_every and (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps}  loss {losses[step - log_every + 1:step + 1].mean():.3f}"
                   f"  {time.perf_counter() - tick:.0f} s", file=sys.stderr, flush=True)
-    return shares, losses
+    return shares, losses, model
 
 
 # --- command line ---------------------------------------------------------------------------------

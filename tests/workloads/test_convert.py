@@ -424,7 +424,8 @@ def test_docs_console_blocks_print_what_the_docs_show(tmp_path, monkeypatch, cap
     for name, content in _doc_files(text).items():
         (tmp_path / name).write_text(content)
     (tmp_path / "workloads" / "data").mkdir(parents=True)
-    shutil.copy(BUNDLED, tmp_path / "workloads" / "data")
+    for bundled in BUNDLED.parent.glob("*.npz"):  # the bundled traces the blocks read
+        shutil.copy(bundled, tmp_path / "workloads" / "data")
     monkeypatch.chdir(tmp_path)
     ran = 0
     for argv, expected in _console_blocks(text):

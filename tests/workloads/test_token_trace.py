@@ -156,7 +156,7 @@ def test_bundled_trace_is_small_real_and_carries_its_provenance():
         assert meta["corpus"]["sha256"] == hashlib.sha256(CORPUS.read_bytes()).hexdigest()
         data = np.frombuffer(CORPUS.read_bytes(), dtype=np.uint8)
         start = meta["heldout"]["first_byte"]
-        np.testing.assert_array_equal(trace.token_ids.ravel(), data[start:start + trace.experts[0, 0].shape[0] * 32])
+        np.testing.assert_array_equal(trace.token_ids.ravel(), data[start:start + trace.tokens * trace.iterations])
 
 
 def test_bundled_trace_regeneration_command_matches_its_meta():
@@ -184,3 +184,27 @@ def test_bundled_scenario_simulates_the_recorded_model_shape():
     workload = scenario["workload"]
     assert workload["batch"] * workload["seq_len"] == meta["tokens_per_iteration"]
     assert workload["seq_len"] == meta["seq_len"]
+
+
+def test_bundled_scenario_runs_on_the_real_trace(tmp_path):
+    from simulator import cli
+
+    assert cli.main(["run", str(SCENARIO), "--out", str(tmp_path), "--quiet",
+                     "--set", "workload.iterations=2"]) == 0
+    import json
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["tokens_per_iteration"] == 512 and summary["latency_s"]["mean"] > 0
+    routed = summary["conservation"]
+    assert routed["pairs_routed"] == routed["pairs_computed"] == 2 * 4 * 512 * 2
+
+
+def test_docs_dependency_table_is_the_bundled_traces_meta():
+    text = (ROOT / "docs" / "traces.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and " → " in line]
+    assert len(rows) == 3
+    for line, row in zip(rows, RoutingTrace.load(BUNDLED).meta["dependency"]):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[0] == f"{row['layers'][0]} → {row['layers'][1]}"
+        keys = ("entropy_bits", "conditional_entropy_bits", "mutual_information_bits",
+                "top1_concentration", "top2_concentration", "independent_concentration", "nmi")
+        assert [float(c) for c in cells[1:]] == [round(row[k], 3) for k in keys]

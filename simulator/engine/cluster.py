@@ -163,6 +163,15 @@ class Cluster:
             yield entry[1]
         stream.release()
 
+    def wait(self, rank: int, events: list, phase: str, name: str, iteration: int,
+             layer: int) -> Generator:
+        """Wait for `events` before the GPU's next kernel; the wait, if any, is recorded on its
+        compute track (time the stream sat idle for them: what they cost the GPU)."""
+        start_s = self.env.now
+        yield self.env.all_of(events)
+        if self.env.now > start_s:
+            self.spans.append(Span(rank, COMPUTE, phase, name, iteration, layer, start_s, self.env.now))
+
     def copy(self, rank: int, src: str, dst: str, nbytes: float, phase: str, name: str,
              iteration: int, layer: int) -> Generator:
         """A point-to-point copy by the GPU's copy engine (e.g. expert weights to a new replica).

@@ -15,6 +15,7 @@ import numpy as np
 
 from simulator.engine import collectives
 from simulator.engine.cluster import Cluster
+from simulator.planning.cost_model import replica_copy_bytes
 from simulator.scenario.system import System
 
 PHASES = ("attention", "predictor", "gate", "dispatch", "expert", "combine", "collective",
@@ -46,14 +47,39 @@ class MoEPipeline:
         self._expert_cost = [lru_cache(maxsize=None)(self._make_expert_cost(r)) for r in range(system.gpus)]
         # one event per replica weight copy, succeeded by the sender, awaited by the receiver
         env = cluster.env
+        copies = [] if system.strategy.free_copies else system.strategy.copies  # assume moe-gps
         self._copy_done = {
             (it, copy.layer, copy.dst, copy.expert): env.event()
-            for it, copies in enumerate(system.strategy.copies) for copy in copies
+            for it, copies in enumerate(copies) for copy in copies
         }
         self._arrivals: dict[tuple[int, int, int], list] = {}
         for (it, moe, dst, _), done in self._copy_done.items():
             self._arrivals.setdefault((it, moe, dst), []).append(done)
+        self._copies_at = self._copy_triggers()
 
+    def _copy_triggers(self) -> dict[tuple[int, int], list]:
+        """(source rank, layer position) -> copies it starts when it begins that layer.
+
+        Positions count layers across iterations (iteration * layers + layer). A copy for MoE layer
+        m of iteration i may start once its plan is known — at the start of iteration i when the
+        plan used this iteration's information (oracle, token predictions), or, for a forecast
+        from past loads only (`strategy.plan_lead` 1), as soon as layer m of iteration i - 1 has
+        run — but at most `strategy.prefetch` layers ahead of its own (0: when its layer starts).
+        """
+        strategy, layers = self.system.strategy, self.model.layers
+        moe_layers = self.model.moe_layer_indices
+        at: dict[tuple[int, int], list] = {}
+        for it, copies in enumerate(strategy.copies if not strategy.free_copies else []):
+            for copy in copies:
+                layer = moe_layers[copy.layer]
+                own = it * layers + layer
+                if strategy.plan_lead and it > 0:
+                    known = (it - 1) * layers + layer + 1
+                else:
+                    known = it * layers
+                start = known if strategy.prefetch is None else max(known, own - strategy.prefetch)
+                at.setdefault((copy.src, min(start, own)), []).append((it, copy, layer))
+        return at
     def start(self) -> list:
         env = self.cluster.env
         return [env.process(self.gpu(rank)) for rank in range(self.system.gpus)]
@@ -85,8 +111,7 @@ class MoEPipeline:
     @property
     def copy_bytes(self) -> float:
         """Bytes that move with a new expert replica: its weights (plus optimizer state in training)."""
-        extra = self.system.scenario.workload.mode == "training"
-        return float(self.model.expert_params * (self.model.dtype_bytes + 12 * extra))
+        return replica_copy_bytes(self.model, self.system.scenario.workload.mode == "training")
 
     def predict(self, rank: int, iteration: int):
         """The predictor's inference for this iteration, if it runs now (once per window for
@@ -96,13 +121,13 @@ class MoEPipeline:
             kernel = self.system.compute[rank].roofline("predictor", cost.flops, cost.bytes)
             yield from self.cluster.kernel(rank, kernel, "predictor", iteration, 0)
 
-    def send_replicas(self, rank: int, iteration: int, moe: int, layer: int) -> None:
-        """Start this GPU's weight copies for `layer`: they overlap its attention and contend with
-        the other flows; the receiver's experts of this layer wait for them."""
-        for copy in self.system.strategy.copies[iteration]:
-            if copy.layer == moe and copy.src == rank:
-                done = self._copy_done[iteration, moe, copy.dst, copy.expert]
-                self.cluster.env.process(self._copy(copy, done, iteration, layer))
+    def send_replicas(self, rank: int, iteration: int, layer: int) -> None:
+        """Start the weight copies this GPU sends when it begins `layer` of `iteration` (for this
+        layer or, prefetched, for later ones): they run on the copy engines beside compute and
+        NCCL, contend with every other flow, and the receiver's experts wait for them."""
+        for it, copy, target in self._copies_at.get((rank, iteration * self.model.layers + layer), ()):
+            done = self._copy_done[it, copy.layer, copy.dst, copy.expert]
+            self.cluster.env.process(self._copy(copy, done, it, target))
 
     def _copy(self, copy, done, iteration: int, layer: int):
         cluster = self.cluster
@@ -113,8 +138,7 @@ class MoEPipeline:
 
     def layer(self, rank: int, iteration: int, layer: int):
         system, cluster = self.system, self.cluster
-        if layer in self._moe_index:
-            self.send_replicas(rank, iteration, self._moe_index[layer], layer)
+        self.send_replicas(rank, iteration, layer)
         ownership = system.ownership
         group = ownership.group_of(rank)
         members = ownership.members(group)
@@ -161,8 +185,8 @@ class MoEPipeline:
 
         yield from self._all_to_all("dispatch", rank, pairs, iteration, layer)
         arrivals = self._arrivals.get((iteration, moe, rank))
-        if arrivals:
-            yield cluster.env.all_of(arrivals)
+        if arrivals:  # a layer never computes on a replica that has not arrived
+            yield from cluster.wait(rank, arrivals, "replication", "wait_for_replicas", iteration, layer)
         tokens = plan.expert_pairs[iteration, moe, rank]
         if self.system.scenario.compute.grouped_gemm:
             hosted = self.system.strategy.placements[iteration].hosted(moe, rank)

@@ -49,9 +49,11 @@ def _save(fig, path: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
 
 
 def plot_gps_accuracy(rows: list[dict[str, Any]], path: Path) -> list[Path]:
-    """Latency vs Token-to-Expert accuracy, one line per balancer over predictor sizes (U-shape),
-    with no prediction and the best Distribution-Only strategy as reference lines."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    """The accuracy-overhead-latency curve: latency vs Token-to-Expert accuracy, one line per
+    balancer setting (balancer, re-plan interval, redundant slots) through the token predictors,
+    points joined in accuracy order and labelled with their overhead (µs per iteration), with no
+    prediction and the best Distribution-Only strategy as reference lines."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
     none = next(r for r in rows if r["strategy"] == "none")
     ax.axhline(none["latency_s"] * 1e3, color="gray", ls="--", label="no prediction")
     distribution = [r for r in rows if r["strategy"] == "distribution"]
@@ -59,21 +61,26 @@ def plot_gps_accuracy(rows: list[dict[str, Any]], path: Path) -> list[Path]:
         best = min(distribution, key=lambda r: r["latency_s"])
         ax.axhline(best["latency_s"] * 1e3, color="#4e79a7", ls=":",
                    label=f"best distribution ({best['predictor']}, {best['balancer']})")
-    for balancer in sorted({r["balancer"] for r in rows if r["strategy"] == "token"}):
-        sized = sorted((r for r in rows if r["strategy"] == "token" and r["balancer"] == balancer
-                        and r["predictor_size"] != ""), key=lambda r: r["predictor_size"])
-        if not sized:
-            continue
-        xs = [r["accuracy"] for r in sized]
-        ys = [r["latency_s"] * 1e3 for r in sized]
-        ax.plot(xs, ys, marker="o", label=f"token.ffn + {balancer}")
-        for r, x, y in zip(sized, xs, ys):
-            ax.annotate(str(r["predictor_size"]), (x, y), textcoords="offset points", xytext=(3, 4),
-                        fontsize=7)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["strategy"] == "token" and r["accuracy"] != "":
+            key = (r["balancer"], r.get("replan_every", ""), r.get("redundant_slots", ""))
+            groups.setdefault(key, []).append(r)
+    for (balancer, window, slots), members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        members.sort(key=lambda r: (r["accuracy"], r["predictor_overhead_s"]))
+        xs = [r["accuracy"] for r in members]
+        ys = [r["latency_s"] * 1e3 for r in members]
+        label = balancer + (f", every {window}" if window != "" else "") + (
+            f", {slots} slots" if slots != "" else "")
+        ax.plot(xs, ys, marker="o", label=label)
+        for r, x, y in zip(members, xs, ys):
+            name = str(r["predictor_size"]) if r["predictor_size"] != "" else r["predictor"].split(".")[-1]
+            ax.annotate(f"{name} ({r['predictor_overhead_s'] * 1e6:.0f} µs)", (x, y),
+                        textcoords="offset points", xytext=(3, 4), fontsize=6)
     ax.set_xlabel("Token-to-Expert top-k accuracy (held-out iterations)")
     ax.set_ylabel("iteration latency (ms)")
-    ax.set_title("Latency vs predictor accuracy (labels: predictor hidden size)")
-    ax.legend(fontsize=7)
+    ax.set_title("Accuracy, overhead and latency (labels: predictor, overhead per iteration)")
+    ax.legend(fontsize=6)
     return _save(fig, path)
 
 

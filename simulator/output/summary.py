@@ -81,8 +81,12 @@ def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str,
                                             ends[:, 1:]), axis=1), axis=1)
 
     table = spans_table(cluster.spans)
-    cell = (table["iteration"] * layers + table["layer"]) * len(PHASES) + table["phase"]
-    phase_time = union_lengths(cell, table["start"], table["end"], iterations * layers * len(PHASES))
+    # phases on the GPU streams; weight copies run on the copy engines, and what they cost is the
+    # time experts waited for them (the `replication` spans on the compute stream)
+    on_gpu = table["stream"] != STREAMS.index(COPY)
+    cell = ((table["iteration"] * layers + table["layer"]) * len(PHASES) + table["phase"])[on_gpu]
+    phase_time = union_lengths(cell, table["start"][on_gpu], table["end"][on_gpu],
+                               iterations * layers * len(PHASES))
     phase_time = phase_time.reshape(iterations, layers, len(PHASES))
     per_iteration_phase = phase_time.sum(axis=1)
 
@@ -108,7 +112,7 @@ def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str,
         "predictor": {"name": system.strategy.name, "family": system.strategy.family,
                       "error": system.strategy.error, "accuracy": system.strategy.accuracy,
                       "overhead_s": breakdown["predictor"], "fit_s": system.strategy.fit_s},
-        "replicas": replica_summary(system),
+        "replicas": replica_summary(system, table, iterations),
         "gpu_utilization": gpu_utilization(table, system.gpus, makespan),
         "link_utilization": link_utilization(cluster, makespan),
         "memory_GB": {f"gpu{r}": round(m.total / 1e9, 3) for r, m in enumerate(system.memory)},
@@ -147,7 +151,7 @@ def _max_over_mean(load: np.ndarray) -> np.ndarray:
 
 def gpu_utilization(table: dict[str, np.ndarray], gpus: int, makespan: float) -> dict[str, float]:
     """Fraction of the run each GPU's compute stream was busy."""
-    compute = table["stream"] == STREAMS.index(COMPUTE)
+    compute = (table["stream"] == STREAMS.index(COMPUTE)) & (table["phase"] != PHASES.index("replication"))
     busy = np.bincount(table["gpu"][compute], weights=(table["end"] - table["start"])[compute],
                        minlength=gpus)
     return {f"gpu{r}": float(busy[r] / makespan) if makespan else 0.0 for r in range(gpus)}
@@ -189,13 +193,23 @@ def _off_diagonal(pairs: np.ndarray) -> int:
     return int(pairs.sum() - np.trace(pairs, axis1=2, axis2=3).sum())
 
 
-def replica_summary(system) -> dict[str, float]:
-    """Mean replicas added per iteration (beyond one per expert) and weight copies made."""
+def replica_summary(system, table=None, iterations: int = 1) -> dict[str, float]:
+    """Mean replicas added per iteration (beyond one per expert), weight copies made, and how long
+    copies were in flight per iteration (any copy engine busy; `breakdown_s.replication` is the
+    part of it experts waited for)."""
     placements, copies = system.strategy.placements, system.strategy.copies
     extra = [sum(len(g) - 1 for layer in p.replicas for g in layer) for p in placements]
-    return {"extra_per_iteration": float(np.mean(extra)),
-            "copies": int(sum(len(c) for c in copies)),
-            "copied_bytes": float(sum(len(c) for c in copies) * system.model.expert_bytes)}
+    count = int(sum(len(c) for c in copies))
+    summary = {"extra_per_iteration": float(np.mean(extra)),
+               "copies": count,
+               "copies_per_iteration": count / max(len(placements), 1),
+               "copied_bytes": float(count * system.model.expert_bytes)}
+    if table is not None:
+        on_copy = table["stream"] == STREAMS.index(COPY)
+        active = union_lengths(np.zeros(int(on_copy.sum()), dtype=np.int64), table["start"][on_copy],
+                               table["end"][on_copy], 1)
+        summary["copy_active_s"] = float(active[0]) / max(iterations, 1)
+    return summary
 
 
 def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages) -> list[dict[str, Any]]:

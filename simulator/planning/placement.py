@@ -59,7 +59,11 @@ class PlacementRequest:
     pair_cost: [gpus, gpus] relative cost of moving one token between GPU ranks (1 / bottleneck
     bandwidth of the topology's path), for placements that weigh NIC hops above NVLink ones;
     coactivation: [layers, experts, experts] tokens whose first choice is e and another choice f
-    (token residency `expert` only: the combine then moves f's output to e's GPU).
+    (token residency `expert` only: the combine then moves f's output to e's GPU);
+    objective: "tokens" balances predicted token counts (the papers' objective), "time" the
+    expert-phase time estimated by `cost` (`simulator.planning.cost_model`), copies included;
+    present: per layer, per expert, the GPU ranks already holding its weights (a replica elsewhere
+    needs a copy); None means the round-robin homes.
     """
 
     layers: int
@@ -74,6 +78,9 @@ class PlacementRequest:
     field: str = "balancer"
     pair_cost: np.ndarray | None = None
     coactivation: np.ndarray | None = None
+    objective: str = "tokens"
+    cost: Any = None  # a cost_model.ReplicaCostModel (required by objective "time")
+    present: tuple | None = None
 
 
 def static_placement(request: PlacementRequest) -> Placement:

@@ -18,7 +18,9 @@ from predictors.registry import PREDICTORS, make_predictor
 from simulator.engine.collectives import check_algorithms
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.planning.placement import BALANCERS
-from simulator.planning.strategy import PREDICTOR_RUN_KEYS, PredictorRun
+from simulator.planning.strategy import (
+    BALANCER_RUN_KEYS, PREDICTOR_RUN_KEYS, BalancerRun, PredictorRun, balancer_run,
+)
 from simulator.registry import Params, parse_params
 
 
@@ -97,14 +99,22 @@ class Predictor(_OpenSection):
 
 
 class Balancer(_OpenSection):
-    """Expert placement; other keys: the balancer's options (or `placement` for static)."""
+    """Expert placement; other keys: objective (time | tokens), redundant_slots, min_gain, prefetch,
+    assume (none | moe-gps) — docs/balancers.md — and the balancer's options (or `placement`)."""
 
     kind: str = Field("static", description="static, greedy_duplication, eplb, ilp, oracle")
 
     @property
+    def run(self) -> BalancerRun:
+        """objective, redundant_slots, min_gain, prefetch, assume: checked against `BalancerRun`."""
+        return balancer_run(self.model_extra or {})
+
+    @property
     def params(self) -> Params:
         """The options checked against the balancer's model (simulator.planning.balancers.params)."""
-        return BALANCERS.parse(self.kind, self.model_extra or {}, "balancer")
+        self.run  # noqa: B018  (the strategy's keys, checked too)
+        options = {k: v for k, v in (self.model_extra or {}).items() if k not in BALANCER_RUN_KEYS}
+        return BALANCERS.parse(self.kind, options, "balancer")
 
 
 class Network(_Section):

@@ -17,6 +17,7 @@ from simulator.model.kernel_table import CalibrationTable
 from simulator.model.compute import ComputeModel
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.model.memory import MemoryUse, check_fits, gpu_memory_use
+from simulator.planning.cost_model import ReplicaCostModel, replica_copy_bytes
 from simulator.planning.placement import PlacementRequest, make_placement
 from simulator.planning.strategy import Strategy, plan_strategy, predictor_settings
 from simulator.model.routing import (
@@ -74,6 +75,8 @@ def _build(scenario: Scenario) -> System:
     devices = [graph.nodes[name]["device"] for name in topologies.gpu_nodes(graph)]
     predictor_spec = scenario.predictor.model_dump()
     balancer_config = scenario.balancer.params.given()
+    # the algorithm's options plus the strategy's keys (objective, redundant_slots, ...)
+    strategy_config = {**balancer_config, **scenario.balancer.run.given()}
     history, _, _ = predictor_settings(predictor_spec)
     base = PlacementRequest(model.moe_layers, model.experts, list(range(ep)), node_of, {},
                             redundant=ep)
@@ -89,11 +92,19 @@ def _build(scenario: Scenario) -> System:
                    pair_cost=_pair_cost(graph) if scenario.balancer.kind == "ilp" else None,
                    coactivation=_coactivation(trace, history, tokens, model.experts) if everywhere
                    else None)
+    calibration = (
+        CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))
+        if scenario.compute.calibration else None
+    )
+    compute = [ComputeModel(gpu_spec(device), calibration) for device in devices]
+    cost = ReplicaCostModel.from_system(
+        compute, model, graph, topologies.gpu_nodes(graph), replica_copy_bytes(model, training),
+        grouped_gemm=scenario.compute.grouped_gemm)
     strategy = plan_strategy(
         model=model, trace=trace, history=history, iterations=workload.iterations, tokens=tokens,
         owned_tokens=np.bincount(ownership.owner, minlength=gpus), predictor_spec=predictor_spec,
-        balancer_kind=scenario.balancer.kind, balancer_config=balancer_config, base_request=base,
-        static=static)
+        balancer_kind=scenario.balancer.kind, balancer_config=strategy_config, base_request=base,
+        static=static, cost=cost)
     experts = trace.experts[history: history + workload.iterations, :, :tokens, :]
     if scenario.parallelism.token_residency == "expert":
         if strategy.presend:
@@ -108,12 +119,7 @@ def _build(scenario: Scenario) -> System:
         plan = plan_routing(experts, ownership, strategy.placements, gpus, model.experts,
                             strategy.predicted_experts if strategy.presend else None)
     memory = _check_memory(model, strategy.placements, ownership, tokens, workload.seq_len, devices, tp,
-                           training, everywhere)
-    calibration = (
-        CalibrationTable.from_csv(scenario.resolve_path(scenario.compute.calibration))
-        if scenario.compute.calibration else None
-    )
-    compute = [ComputeModel(gpu_spec(device), calibration) for device in devices]
+                           training, everywhere, strategy.resident_per_gpu * model.moe_layers)
     return System(scenario, model, graph, trace, history, tokens, workload.seq_len, tp, ownership,
                   strategy, plan, compute, memory)
 
@@ -205,9 +211,10 @@ def _parallel_sizes(scenario: Scenario, gpus: int) -> tuple[int, int]:
 
 
 def _check_memory(model, placements, ownership, tokens, context_len, devices, tp,
-                  training=False, everywhere=False) -> list[MemoryUse]:
+                  training=False, everywhere=False, resident: int = 0) -> list[MemoryUse]:
     """Checked before the trace is built (static placement), so an impossible batch fails fast,
-    and again with the planned placements (the most replicas a GPU holds in any iteration).
+    and again with the planned placements (the most replicas a GPU holds in any iteration, or
+    `resident` replicas over all layers when it holds redundant slots, used or not).
     The largest expert intermediate is bounded by all tokens choosing one expert. `everywhere`
     (token residency expert): any GPU may hold any token, and the KV cache of every sequence."""
     placements = placements if isinstance(placements, list) else [placements]
@@ -218,7 +225,7 @@ def _check_memory(model, placements, ownership, tokens, context_len, devices, tp
         if everywhere:
             sequences, held = int(ownership.group_sequences.sum()), tokens
         use = gpu_memory_use(
-            model, rank, max(p.replica_count(rank) for p in placements), tp, sequences, held,
+            model, rank, max(resident, *(p.replica_count(rank) for p in placements)), tp, sequences, held,
             context_len, tokens, training=training,
         )
         check_fits(use, gpu_spec(device).memory_bytes, rank, device)

@@ -174,3 +174,29 @@ def dispatch_traffic(placement: Placement, transitions: np.ndarray) -> float:
         same = _share_matrix(placement, layer, gpus) @ _share_matrix(placement, layer + 1, gpus).T
         total += float(np.sum(trans[layer] * (1.0 - same)))
     return total
+
+
+def time_objective(request: PlacementRequest, name: str):
+    """The request's cost model when it asks for the time objective, else None (tokens).
+
+    Refuses an unknown objective, and `time` without a cost model, naming `balancer.objective`.
+    """
+    from simulator.planning.cost_model import OBJECTIVES
+
+    if request.objective not in OBJECTIVES:
+        raise ScenarioError(f"must be one of {', '.join(OBJECTIVES)}, got {request.objective!r}",
+                            f"{request.field}.objective")
+    if request.objective == "tokens":
+        return None
+    if request.cost is None:
+        raise ScenarioError(f"balancer {name!r} with objective 'time' needs the run's cost model "
+                            "(request.cost); use objective 'tokens' to balance token counts",
+                            f"{request.field}.objective")
+    return request.cost
+
+
+def present_hosts(request: PlacementRequest, layer: int, ranks: list[int]) -> list[list[int]]:
+    """Ranks already holding each expert's weights in `layer`: `request.present`, else round-robin."""
+    if request.present is not None:
+        return [list(h) for h in request.present[layer]]
+    return [[ranks[e % len(ranks)]] for e in range(request.experts)]

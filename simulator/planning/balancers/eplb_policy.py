@@ -8,6 +8,12 @@ some when they do not divide) and the GPU loads balanced. Global policy (one ser
 server, server sizes that differ, or groups that do not divide over servers): the same with the
 whole EP group as one server. Two differences from DeepSeek's code: replicas of one expert always
 land on distinct GPUs (our `Placement` needs it), and replicas per GPU respect the memory slots.
+
+With the time objective (the simulator's default) each layer keeps, of round-robin and EPLB's plans
+at a few redundancy budgets (0, a quarter, half, all of it), the one with the lowest estimated
+expert-phase time (`simulator.planning.cost_model`): EPLB re-packs every expert, so each replica
+that lands where its weights are not yet present pays its copy, and each duplicate its weight
+reads; a plan is kept only when that beats staying put.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ import numpy as np
 
 from simulator.planning.balancers.params import EPLBParams
 from simulator.planning.balancers.common import (
-    check_options, ep_ranks, equal_share_placement, int_option, node_groups, replica_budget,
-    require_loads, slot_limit,
+    check_options, ep_ranks, equal_share_placement, int_option, node_groups, present_hosts,
+    replica_budget, require_loads, slot_limit, time_objective,
 )
 from simulator.errors import ScenarioError
 
@@ -47,9 +53,25 @@ def eplb(request: PlacementRequest, name: str = "eplb") -> Placement:
                     and len({len(n) for n in nodes}) == 1 and len(nodes[0]) > 1)
     if not hierarchical:
         nodes = [sorted(ranks)]
-    layers = [_layer(loads[l], nodes, groups if hierarchical else experts, redundant, slots)
+    cost = time_objective(request, name)
+    group_count = groups if hierarchical else experts
+    if cost is None:
+        layers = [_layer(loads[l], nodes, group_count, redundant, slots)
+                  for l in range(request.layers)]
+        return equal_share_placement(layers)
+    layers = [_cheapest_layer(loads[l], nodes, group_count, redundant, slots, cost,
+                              present_hosts(request, l, ranks), ranks)
               for l in range(request.layers)]
     return equal_share_placement(layers)
+
+
+def _cheapest_layer(load, nodes, groups, redundant, slots, cost, present, ranks) -> list[list[int]]:
+    """Of round-robin and EPLB at a few budgets, the layer plan with the lowest estimated time."""
+    candidates = [[[ranks[e % len(ranks)]] for e in range(len(load))]]
+    for budget in sorted({0, redundant // 4, redundant // 2, redundant}):
+        candidates.append(_layer(load, nodes, groups, budget, slots))
+    estimates = [cost.layer_time_s(load, hosts, present=present) for hosts in candidates]
+    return candidates[int(np.argmin(estimates))]
 
 
 def _layer(load, nodes, groups, redundant, slots) -> list[list[int]]:

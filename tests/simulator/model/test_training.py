@@ -89,12 +89,12 @@ def test_forecast_guided_replacement_pays_weight_and_optimizer_migration():
     result = simulate(training(
         workload={"iterations": 4, "trace": {"synthetic": {"skewness": 3.0}}},
         predictor={"kind": "distribution.window", "history": 3, "replan_every": 2},
-        balancer={"kind": "greedy_duplication"}))
-    copies = [s for s in result.cluster.spans if s.phase == "replication"]
+        balancer={"kind": "greedy_duplication", "objective": "tokens"}))  # copies even if they cost
+    copies = [s for s in result.cluster.spans if s.phase == "replication" and s.stream == "copy"]
     assert copies
     model = result.system.model
     assert all(s.bytes == model.expert_params * (model.dtype_bytes + 12) for s in copies)
-    assert result.summary["breakdown_s"]["replication"] > 0
+    assert result.summary["replicas"]["copy_active_s"] > 0
 
 
 def test_training_load_trace_drives_the_steps(tmp_path):

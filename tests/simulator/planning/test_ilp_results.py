@@ -30,11 +30,16 @@ def measure(scenario: str, overrides: list[str]) -> dict:
         result = simulate(load_scenario(str(ROOT / scenario), overrides))
     summary = result.summary
     c = summary["conservation"]
+    graph, links = result.system.graph, result.cluster.paths.links
+    carried = result.cluster.net.bytes_on_link
+    nic_out = sum(float(carried[i]) for i, (u, v) in enumerate(links)  # NIC -> fabric: leaves a node
+                  if graph.nodes[u]["kind"] == "nic" and graph.nodes[v]["kind"] == "switch")
     kv = c.get("bytes_kv_exchanged", 0)
     return {
         "latency_us": summary["latency_s"]["mean"] * 1e6,
         "dispatch_MB": c["bytes_dispatched"] / 1e6, "combine_MB": c["bytes_combined"] / 1e6,
         "kv_MB": kv / 1e6, "total_MB": (c["bytes_dispatched"] + c["bytes_combined"] + kv) / 1e6,
+        "nic_MB": nic_out / 1e6,
         "a2a_us": (summary["breakdown_s"]["dispatch"] + summary["breakdown_s"]["combine"]) * 1e6,
         "kept": (summary.get("balancer") or {}).get("kept", "-"),
     }
@@ -50,7 +55,7 @@ def table_rows(system: str) -> list[str]:
             speedup = base / m["latency_us"] - 1.0
             rows.append(f"| {residency} | {label} | {m['latency_us']:.1f} | {speedup:+.1%} | "
                         f"{m['dispatch_MB']:.1f} | {m['combine_MB']:.1f} | {m['kv_MB']:.1f} | "
-                        f"{m['total_MB']:.1f} | {m['a2a_us']:.1f} | {m['kept']} |")
+                        f"{m['total_MB']:.1f} | {m['nic_MB']:.1f} | {m['a2a_us']:.1f} | {m['kept']} |")
     return rows
 
 

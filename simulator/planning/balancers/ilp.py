@@ -105,8 +105,9 @@ def ilp_placement(request: PlacementRequest, name: str = "ilp") -> Placement:
     sequential), `max_experts_per_gpu` (default ceil(experts / GPUs), at most the memory's slots),
     `initial` (deployed | copied, default deployed: the first plan is the layout the weights are
     loaded in before serving, as MoETuner's offline placement; copied: the first iteration copies
-    the weights from round-robin, like any re-plan). Without `request.transitions` only the load
-    term remains.
+    the weights from round-robin, like any re-plan), `polish` (default true: swap experts while the
+    objective falls, within the time limit). Without `request.transitions` only the load term
+    remains.
     """
     config = check_options(request, name, ILPParams)
     weight = float_option(config, "weight", 0.5)
@@ -119,10 +120,14 @@ def ilp_placement(request: PlacementRequest, name: str = "ilp") -> Placement:
     clock = _Clock(time_limit_s, solves=layers * (2 if mode == "two_step" else 1))
     solve = _sequential if mode == "sequential" else _two_step
     homes, solves = solve(problem, clock, gap)
+    moves = 0
+    if config.get("polish", True) is not False:
+        homes, moves = polish(problem, homes, clock)
     candidates = {"ilp": homes, "load_only": _load_only(problem), "static": _round_robin(problem)}
     scores = {kind: objective(problem, h) for kind, h in candidates.items()}
     kept = min(candidates, key=lambda kind: (scores[kind], list(candidates).index(kind)))
     notes = _notes(mode, clock, solves, scores, kept, time_limit_s)
+    notes["polish_moves"] = moves
     notes["deployed_before_run"] = initial == "deployed"
     _warn(notes, solves, time_limit_s)
     ranks = ep_ranks(request)
@@ -236,6 +241,75 @@ def _pairs(problem: Problem, layer: int, scale: float) -> list[tuple[int, int, f
     weight = co[e, f]
     order = np.argsort(-weight, kind="stable")[: 4 * len(co)]
     return [(int(e[i]), int(f[i]), float(weight[i]) * scale) for i in order if weight[i] > 0]
+
+
+# --- polishing: what layer-by-layer solving cannot see -------------------------------------------
+
+def polish(problem: Problem, homes: list[list[int]], clock: _Clock,
+           max_passes: int = 50) -> tuple[list[list[int]], int]:
+    """Swap two experts of a layer between GPUs (or move one to a GPU with a free slot) whenever
+    J falls, until no move helps, `max_passes` sweeps or the global time limit.
+
+    Layer-by-layer solving fixes layer l before seeing layer l + 1, so it can undo a good
+    alignment the next layers would have kept; a move here is judged by the layers it touches
+    (l - 1, l, l + 1), i.e. by J itself. Returns the homes and the number of moves made."""
+    homes = [list(h) for h in homes]
+    layers, experts = problem.loads.shape
+    if problem.gpus < 2 or experts < 2:
+        return homes, 0
+    moves = 0
+    for _ in range(max_passes):
+        improved = False
+        for layer in range(layers):
+            home = homes[layer]
+            best = _local(problem, homes, layer)
+            for e in range(experts):
+                for target in range(problem.gpus):
+                    if clock.elapsed_s() >= clock.limit_s:
+                        return homes, moves
+                    source = home[e]
+                    if target == source:
+                        continue
+                    filled = home.count(target)
+                    partners = [f for f in range(experts) if home[f] == target] \
+                        if filled >= problem.cap else [None]
+                    for f in partners:
+                        if home.count(source) <= problem.floor and f is None:
+                            continue  # moving e alone would leave its GPU under the floor
+                        home[e] = target
+                        if f is not None:
+                            home[f] = source
+                        value = _local(problem, homes, layer)
+                        if value < best - 1e-12:
+                            best, improved, moves = value, True, moves + 1
+                            break
+                        home[e] = source
+                        if f is not None:
+                            home[f] = target
+        if not improved:
+            break
+    return homes, moves
+
+
+def _local(problem: Problem, homes: list[list[int]], layer: int) -> float:
+    """The part of J that depends on `layer`'s homes (one replica per expert)."""
+    load = np.bincount(homes[layer], weights=problem.loads[layer], minlength=problem.gpus)
+    total = load.sum()
+    value = 0.0
+    if total > 0:
+        value += problem.weight * float(np.abs(load - total / problem.gpus).sum() / total) \
+            / problem.loads.shape[0]
+    moved = problem.trans.sum() + problem.coact.sum()
+    if moved > 0 and problem.weight < 1.0:
+        cost = float(np.sum(problem.coact[layer] * problem.cost[np.ix_(homes[layer], homes[layer])]))
+        if layer > 0:
+            cost += float(np.sum(problem.trans[layer - 1]
+                                 * problem.cost[np.ix_(homes[layer - 1], homes[layer])]))
+        if layer < len(problem.trans):
+            cost += float(np.sum(problem.trans[layer]
+                                 * problem.cost[np.ix_(homes[layer], homes[layer + 1])]))
+        value += (1.0 - problem.weight) * cost / float(moved)
+    return value
 
 
 # --- the two modes -------------------------------------------------------------------------------

@@ -45,3 +45,4 @@ class ILPParams(Params):
     mip_gap: float | None = Field(None, ge=0.0, le=1.0, description="relative gap at which HiGHS may stop")
     max_experts_per_gpu: int | None = Field(None, ge=1)
     initial: Literal["deployed", "copied"] | None = Field(None, description="first plan loaded before serving")
+    polish: bool | None = Field(None, description="local search on the objective after the ILPs (default true)")

@@ -76,11 +76,12 @@ class Span:
 class Cluster:
     """GPUs of one topology sharing a clock and a max-min fair flow network."""
 
-    def __init__(self, env: simpy.Environment, graph: nx.DiGraph, alpha_s: float = 0.0):
+    def __init__(self, env: simpy.Environment, graph: nx.DiGraph, alpha_s: float = 0.0,
+                 network_model: str = "exact"):
         self.env = env
         self.graph = graph
         self.paths = PathTable(graph)
-        self.net = FlowNetwork(env, self.paths, alpha_s=alpha_s)
+        self.net = FlowNetwork(env, self.paths, alpha_s=alpha_s, model=network_model)
         self.gpus: list[str] = gpu_nodes(graph)
         self._streams = {
             (rank, stream): Stream() for rank in range(len(self.gpus)) for stream in (COMPUTE, COMM)

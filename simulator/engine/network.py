@@ -41,6 +41,12 @@ from topologies.paths import PathTable
 # floating-point residue (the remaining bytes are updated by subtraction at every change), and it
 # makes equal flows finish at the same event.
 FINISH_RTOL = 1e-10
+# "exact": re-solve at every change. "fast": after completions alone, re-solve only once the flows
+# finished since the last solve reach FAST_RESOLVE_FRACTION of those active after it; until then
+# the others keep their rates (a feasible, slightly pessimistic allocation: the capacity the
+# finished flows freed idles). Arrivals always re-solve. Error table: docs/benchmarks.md.
+MODELS = ("exact", "fast")
+FAST_RESOLVE_FRACTION = 1 / 32
 # LEVEL_RTOL (equal shares saturate together) and RESTART_RTOL (which flows a resumed solve keeps)
 # live with the solver in simulator.engine.maxmin.
 
@@ -150,12 +156,7 @@ class _Columns:
     def __init__(self, **dtypes: Any):
         self.n = 0
         self._data = {name: np.zeros(16, dtype=dtype) for name, dtype in dtypes.items()}
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        try:
-            return self.__dict__["_data"][name]
-        except KeyError:
-            raise AttributeError(name) from None
+        self.__dict__.update(self._data)  # each column is also a plain attribute (fast to read)
 
     def extend(self, **values: Any) -> np.ndarray:
         """Append rows (scalars broadcast); returns their indices."""
@@ -173,6 +174,7 @@ class _Columns:
                 grown = np.zeros(new_capacity, dtype=column.dtype)
                 grown[:start] = column[:start]
                 data[name] = grown
+            self.__dict__.update(data)
         for name, column in data.items():
             column[start:stop] = values[name]
         self.n = stop
@@ -199,11 +201,18 @@ class FlowNetwork:
         alpha_s: float = 0.0,
         on_solve: Callable[[float, np.ndarray], None] | None = None,
         finish_rtol: float = FINISH_RTOL,
+        model: str = "exact",
     ):
         if not alpha_s >= 0:
             raise ValueError(f"alpha_s must be >= 0 seconds, got {alpha_s}")
         if not 0 <= finish_rtol < 1:
             raise ValueError(f"finish_rtol must be in [0, 1), got {finish_rtol}")
+        if model not in MODELS:
+            raise ValueError(f"network model must be one of {', '.join(MODELS)}, got {model!r}")
+        self.model = model
+        # fast model: flows finished since the last solve, and flows active right after it
+        self._done_since_solve = 0
+        self._active_at_solve = 0
         self.env = env
         self.paths = paths
         self.alpha_s = float(alpha_s)
@@ -228,6 +237,7 @@ class FlowNetwork:
         self._node_names: list[str] = []
         self._node_index: dict[str, int] = {}
         self._route_cache: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
+        self._shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple] = {}
         # links that can never be a flow's only binding constraint (see _prune); routes seen so
         # far as (link, next link) codes and the links routes start / end on
         self._new_routes: list[np.ndarray] = []
@@ -300,23 +310,25 @@ class FlowNetwork:
             raise ValueError(f"transfer sizes must be finite and >= 0 bytes, got {sizes.min()}")
         now = self.env.now
         count = len(srcs)
-        # routes (cached per pair) -> link ids in one store, latency per flow
-        route_of = self._route
-        routes = [route_of(src, dst) for src, dst in zip(srcs, dsts)]
-        links = [r[0] for r in routes]
-        latency = np.array([r[1] for r in routes], dtype=float)
-        lengths = np.array([len(r) for r in links], dtype=np.int64)
-        offsets = self._link_store.n + np.cumsum(lengths) - lengths
-        if count and lengths.sum():
-            self._link_store.extend(link=np.concatenate(links))
+        # routes of this (srcs, dsts) list, cached: collectives repeat the same lists every layer
+        if count <= 64:  # (large requests cost O(flows) anyway; keep the cache small)
+            key = (tuple(srcs), tuple(dsts))
+            shape = self._shapes.get(key)
+            if shape is None:
+                shape = self._shapes[key] = self._shape(srcs, dsts)
+        else:
+            shape = self._shape(srcs, dsts)
+        src_ids, dst_ids, links, lengths, offsets0, local, arrivals = shape
+        offsets = offsets0 + self._link_store.n
+        if links.size:
+            self._link_store.extend(link=links)
         event = self.env.event() if on_done is None else None
         group = self._groups.extend(left=count, first=self._flows.n, count=count, single=single)[0]
         self._group_events.append(event)
         self._group_owner.append(on_done)
         self._group_meta.append((tag, now, float(sizes.sum())))
-        node = self._node
         ids = self._flows.extend(
-            src=[node(s) for s in srcs], dst=[node(d) for d in dsts], size=sizes,
+            src=src_ids, dst=dst_ids, size=sizes,
             start=now, first_byte=np.nan, end=np.nan, group=group, link_offset=offsets,
             link_count=lengths,
         )
@@ -325,20 +337,33 @@ class FlowNetwork:
 
         if self._new_routes:
             self._prune()
-        local = lengths == 0  # src == dst: a local copy, done now
-        if local.any():
+        if local is not None:  # src == dst: a local copy, done now
             self._flows.first_byte[ids[local]] = now
             self._complete(ids[local], now)
         if count == 0:
             self._succeed_group(group, now)
-        remote = ~local
-        delays = self.alpha_s + latency[remote]
-        if delays.size and delays.min() == delays.max():  # one arrival time (the common case)
-            self._schedule_arrival(float(delays[0]), ids[remote])
-        else:
-            for delay in np.unique(delays):
-                self._schedule_arrival(float(delay), ids[remote][delays == delay])
+        for delay, which in arrivals:
+            self._schedule_arrival(delay, ids if which is None else ids[which])
         return event
+
+    def _shape(self, srcs: list[str], dsts: list[str]) -> tuple:
+        """What a request of these (src, dst) pairs needs besides sizes: node ids, concatenated
+        link ids, path lengths and link offsets (from 0), the local-copy mask (None: none), and
+        its arrivals as (alpha + path latency, which flows; None = all) per distinct delay."""
+        routes = [self._route(src, dst) for src, dst in zip(srcs, dsts)]
+        lengths = np.array([len(r[0]) for r in routes], dtype=np.int64)
+        links = np.concatenate([r[0] for r in routes]) if routes else np.zeros(0, dtype=np.int64)
+        latency = np.array([r[1] for r in routes], dtype=float)
+        local = lengths == 0
+        remote = np.flatnonzero(~local)
+        delays = self.alpha_s + latency[remote]
+        if delays.size and delays.min() == delays.max() and remote.size == len(srcs):
+            arrivals = [(float(delays[0]), None)]
+        else:
+            arrivals = [(float(delay), remote[delays == delay]) for delay in np.unique(delays)]
+        return (np.array([self._node(a) for a in srcs], dtype=np.int64),
+                np.array([self._node(b) for b in dsts], dtype=np.int64), links.astype(np.int64), lengths,
+                np.cumsum(lengths) - lengths, local if local.any() else None, arrivals)
 
     def _node(self, name: str) -> int:
         index = self._node_index.get(name)
@@ -398,6 +423,10 @@ class FlowNetwork:
             self._act_n = n
             if n_done:
                 self._finished(self._done_buf[:n_done].copy(), now)
+                if self.model == "fast":
+                    self._done_since_solve += n_done
+                    if self._done_since_solve < FAST_RESOLVE_FRACTION * self._active_at_solve:
+                        restart_level_Bps = math.inf  # keep the others' rates (see MODELS)
         if self._incoming:
             self._activate(np.concatenate(self._incoming), now)
             self._incoming = []
@@ -567,6 +596,7 @@ class FlowNetwork:
         n = self._act_n
         rounds, wake_s = self._kernels.solve(self._act_cols, self._capacity_ext, self._act_remaining,
                                              self._act_rate, n, float(restart_level_Bps))
+        self._done_since_solve, self._active_at_solve = 0, n
         self.solves += 1
         self.solve_rounds += int(rounds)
         if self.on_solve is not None:
@@ -577,12 +607,12 @@ class FlowNetwork:
 
     def _complete(self, ids: np.ndarray, now: float) -> None:
         flows = self._flows
-        flows.end[ids] = now
-        self.bytes_delivered += float(flows.size[ids].sum())
-        groups = flows.group[ids]
         left = self._groups.left
-        if groups.size == 1:
-            group = int(groups[0])
+        if ids.size == 1:  # the common case, without numpy calls
+            flow = int(ids[0])
+            flows.end[flow] = now
+            self.bytes_delivered += float(flows.size[flow])
+            group = int(flows.group[flow])
             left[group] -= 1
             owner = self._group_owner[group]
             if owner is not None:
@@ -590,6 +620,9 @@ class FlowNetwork:
             if left[group] == 0:
                 self._succeed_group(group, now)
             return
+        flows.end[ids] = now
+        self.bytes_delivered += float(flows.size[ids].sum())
+        groups = flows.group[ids]
         np.subtract.at(left, groups, 1)
         owners = self._group_owner
         called = {}

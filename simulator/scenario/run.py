@@ -35,7 +35,8 @@ def simulate(scenario: Scenario, source: str = "scenario", on_iteration=None) ->
     started = time.perf_counter()
     system = build_system(scenario, source)
     env = CountingEnvironment()
-    cluster = Cluster(env, system.graph, alpha_s=scenario.network.alpha_us * 1e-6)
+    cluster = Cluster(env, system.graph, alpha_s=scenario.network.alpha_us * 1e-6,
+                      network_model=scenario.network.model)
     pipeline_class = TrainingPipeline if scenario.workload.mode == "training" else MoEPipeline
     pipeline = pipeline_class(cluster, system)
     pipeline.on_iteration = on_iteration

@@ -121,6 +121,10 @@ class Network(_Section):
     """Flow-network settings."""
 
     alpha_us: float = Field(0.0, ge=0, description="per-message software overhead added to every flow")
+    model: Literal["exact", "fast"] = Field(
+        "exact", description="exact: re-solve max-min rates at every flow change; fast: after "
+        "completions only once 1/32 of the flows have finished (for large sweeps; error table in "
+        "benchmarks.md)")
 
 
 class Compute(_Section):

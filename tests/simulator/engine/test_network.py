@@ -511,3 +511,29 @@ def test_bytes_on_link_is_the_same_whenever_it_is_read():
     for record in lazy.records():
         expected[list(record.links)] += record.bytes
     np.testing.assert_allclose(lazy.bytes_on_link, expected, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ the fast model
+
+
+def test_fast_model_solves_less_conserves_bytes_and_is_never_faster_than_exact():
+    """Fast keeps rates after completions until 1/32 of the flows are done: feasible rates, so the
+    bytes all arrive, the all-to-all does not end before its exact end, and fewer solves."""
+    exact = random_all_to_all(FlowNetwork, 3)
+    fast = random_all_to_all(FlowNetwork, 3, model="fast")
+    assert fast.solves < exact.solves / 1.5
+    assert fast.bytes_delivered == pytest.approx(exact.bytes_delivered, rel=1e-12)
+    end_exact, end_fast = exact.flow_table()["end_s"], fast.flow_table()["end_s"]
+    assert end_fast.max() >= end_exact.max() * (1 - 1e-12)
+    assert end_fast.max() == pytest.approx(end_exact.max(), rel=0.02)
+    assert end_fast.mean() == pytest.approx(end_exact.mean(), rel=0.02)
+    with pytest.raises(ValueError, match="network model"):
+        random_all_to_all(FlowNetwork, 3, model="approximate")
+
+
+def test_fast_model_is_exact_for_a_single_flow_and_equal_flows():
+    for model in ("exact", "fast"):
+        env, net = network(star(4, 100.0), alpha_s=1e-3, model=model)
+        net.transfer_many(["gpu0", "gpu1", "gpu2"], ["gpu3"] * 3, 300.0)
+        env.run()
+        assert net.flow_table()["end_s"].tolist() == pytest.approx([1e-3 + 9.0] * 3, rel=1e-12)

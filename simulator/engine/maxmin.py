@@ -126,14 +126,32 @@ def _solve_numpy(cols, capacity_ext, remaining, rate, n, restart_level):
 # ------------------------------------------------------------------ choice of implementation
 
 
+def _step_numpy(cols, ids, size, remaining, rate, n, dt, finish_rtol, time_eps, done_out, capacity_ext,
+                min_done, resume):
+    n, n_done, restart = _advance_finish_numpy(cols, ids, size, remaining, rate, n, dt, finish_rtol,
+                                               time_eps, done_out)
+    if not n:
+        return n, n_done, -1, math.inf
+    if n_done and n_done >= min_done:
+        rounds, wake = _solve_numpy(cols, capacity_ext, remaining, rate, n, restart if resume else 0.0)
+        return n, n_done, rounds, wake
+    return n, n_done, -1, float(np.min(remaining[:n] / rate[:n]))
+
+
 class Kernels:
-    """One implementation of the two kernels (`name` is "numba" or "numpy")."""
+    """One implementation of the kernels (`name` is "numba" or "numpy").
+
+    `step` is `advance_finish` then `solve` in one call (the common update: completions, no
+    arrival); it returns (flows left, flows finished, solver rounds or -1 when it did not solve,
+    time to the next completion).
+    """
 
     def __init__(self, name: str, advance_finish: Callable[..., Any], solve: Callable[..., Any],
-                 compile_s: float = 0.0):
+                 step: Callable[..., Any], compile_s: float = 0.0):
         self.name = name
         self.advance_finish = advance_finish
         self.solve = solve
+        self.step = step
         self.compile_s = compile_s
 
 
@@ -141,7 +159,7 @@ _CHOSEN: dict[str, Kernels] = {}
 
 
 def numpy_kernels() -> Kernels:
-    return Kernels("numpy", _advance_finish_numpy, _solve_numpy)
+    return Kernels("numpy", _advance_finish_numpy, _solve_numpy, _step_numpy)
 
 
 def numba_kernels() -> Kernels | None:
@@ -155,7 +173,7 @@ def numba_kernels() -> Kernels | None:
         from simulator.engine import maxmin_numba
     except ImportError:
         return None
-    kernels = Kernels("numba", maxmin_numba.advance_finish, maxmin_numba.solve)
+    kernels = Kernels("numba", maxmin_numba.advance_finish, maxmin_numba.solve, maxmin_numba.step)
     _warm(kernels)
     kernels.compile_s = time.perf_counter() - start
     _CHOSEN["numba"] = kernels
@@ -171,6 +189,8 @@ def _warm(kernels: Kernels) -> None:
     kernels.solve(cols, capacity, remaining, rate, 2, 0.0)
     kernels.advance_finish(cols, ids, size, remaining, rate, 2, 0.5, 1e-10, 0.0,
                            np.zeros(2, dtype=np.int64))
+    kernels.step(cols, ids, size, remaining, rate, 2, 0.5, 1e-10, 0.0, np.zeros(2, dtype=np.int64),
+                 capacity, 1.0, True)
 
 
 def kernels() -> Kernels:

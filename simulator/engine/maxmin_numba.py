@@ -148,3 +148,23 @@ def solve(cols, capacity_ext, remaining, rate, n, restart_level):
         if t < wake:
             wake = t
     return rounds, wake
+
+
+@jit
+def step(cols, ids, size, remaining, rate, n, dt, finish_rtol, time_eps, done_out, capacity_ext,
+         min_done, resume):
+    """`advance_finish`, then (when at least `min_done` flows finished and some remain) `solve`
+    from the finished flows' level (from 0 unless `resume`), else only the next wake-up."""
+    n, n_done, restart = advance_finish(cols, ids, size, remaining, rate, n, dt, finish_rtol, time_eps,
+                                        done_out)
+    rounds = -1  # no solve
+    wake = math.inf
+    if n:
+        if n_done and n_done >= min_done:
+            rounds, wake = solve(cols, capacity_ext, remaining, rate, n, restart if resume else 0.0)
+        else:
+            for f in range(n):
+                t = remaining[f] / rate[f]
+                if t < wake:
+                    wake = t
+    return n, n_done, rounds, wake

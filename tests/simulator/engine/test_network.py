@@ -327,8 +327,7 @@ def test_resumed_solve_equals_full_solve(problem, data):
 class FullSolveNetwork(FlowNetwork):
     """Always solves from scratch on every link (the reference for resumed solves and pruning)."""
 
-    def _solve(self, restart_level_Bps=0.0):
-        return super()._solve(0.0)
+    resume_solves = False
 
     def _prune(self):
         self._new_routes = []

@@ -193,11 +193,23 @@ def _warm(kernels: Kernels) -> None:
                  capacity, 1.0, True)
 
 
-def kernels() -> Kernels:
-    """The kernels to use: numba when it imports (unless ``MOESIM_SOLVER=numpy``), else numpy."""
+# A network starts on the numpy kernels and moves to numba after this many updates (both give
+# the same bits, so it may switch at any event): loading numba costs ~0.8 s of CPU per process
+# (import and cache load), which only pays off over a few thousand solves.
+SWITCH_UPDATES = 2000
+
+
+def kernels(start: bool = False) -> Kernels:
+    """The kernels to use: numba when it imports (unless ``MOESIM_SOLVER=numpy``), else numpy.
+
+    `start`: the kernels a new network starts with: numpy unless numba is already loaded in this
+    process (or ``MOESIM_SOLVER=numba``); `FlowNetwork` asks again after `SWITCH_UPDATES`.
+    """
     wanted = os.environ.get("MOESIM_SOLVER", "auto")
     if wanted not in ("auto", "numba", "numpy"):
         raise ValueError(f"MOESIM_SOLVER must be auto, numba or numpy, got {wanted!r}")
+    if start and wanted == "auto" and "numba" not in _CHOSEN:
+        return _CHOSEN.setdefault("numpy", numpy_kernels())
     if wanted != "numpy":
         compiled = numba_kernels()
         if compiled is not None:

@@ -257,7 +257,8 @@ class FlowNetwork:
         self._group_meta: list[tuple[Any, float, float]] = []  # tag, start_s, bytes
         # active (draining) flows: the first _act_n entries of buffers that grow by doubling,
         # compacted in place by the solver kernels (simulator.engine.maxmin)
-        self._kernels = maxmin.kernels()
+        self._kernels = maxmin.kernels(start=True)
+        self._updates = 0
         self._act_n = 0
         self._act_id = np.zeros(16, dtype=np.int64)
         self._act_size = np.zeros(16)
@@ -415,6 +416,9 @@ class FlowNetwork:
         now = self.env.now
         dt = now - self._last_update_s
         self._last_update_s = now
+        self._updates += 1
+        if self._updates == maxmin.SWITCH_UPDATES:  # a long run: compiled kernels pay off now
+            self._kernels = maxmin.kernels()
         kernels = self._kernels
         n = self._act_n
         if n and not self._incoming:  # completions only (the common case): one kernel call

@@ -98,3 +98,34 @@ def test_solver_choice_follows_the_environment(monkeypatch):
         maxmin.kernels()
     monkeypatch.setenv("MOESIM_SOLVER", "auto")
     assert maxmin.kernels().name == ("numba" if numba_kernels is not None else "numpy")
+
+
+def test_a_network_switches_kernels_mid_run_without_changing_a_bit(monkeypatch):
+    """Runs start on numpy and move to numba after SWITCH_UPDATES updates: the same bits as numpy
+    all along (the kernels agree to the bit)."""
+    import simpy
+
+    from simulator.engine.network import FlowNetwork
+    from topologies import multi_node
+    from topologies.paths import PathTable, gpu_nodes
+
+    def run(solver, switch):
+        monkeypatch.setenv("MOESIM_SOLVER", solver)
+        monkeypatch.setattr(maxmin, "SWITCH_UPDATES", switch)
+        paths = PathTable(multi_node(nodes=2, gpus_per_node=4))
+        names = gpu_nodes(paths.graph)
+        env = simpy.Environment()
+        net = FlowNetwork(env, paths, alpha_s=1e-6)
+        if solver == "auto":  # as in a fresh process: start on numpy
+            net._kernels = maxmin.numpy_kernels()
+        rng = np.random.default_rng(3)
+        pairs = [(a, b) for a in names for b in names if a != b]
+        net.transfer_many([a for a, _ in pairs], [b for _, b in pairs], rng.uniform(1e5, 4e6, len(pairs)))
+        env.run()
+        return net
+
+    reference = run("numpy", 10**9)
+    switched = run("auto", 20)
+    assert switched._kernels.name == ("numba" if numba_kernels is not None else "numpy")
+    assert reference.solves > 20
+    np.testing.assert_array_equal(switched.flow_table()["end_s"], reference.flow_table()["end_s"])

@@ -48,8 +48,8 @@ TOKENS = {"tokens-512": ("scenarios/default.yaml", ["workload.iterations=5", "wo
           "tokens-4096": ("scenarios/default.yaml", ["workload.iterations=5", "workload.seq_len=4096"], "")}
 
 
-def null_model_s(events: int = 1_000_000) -> float:
-    """Seconds SimPy takes for `events` bare timeouts here, now."""
+def null_model_s(events: int = 1_000_000) -> tuple[float, float]:
+    """(wall, CPU) seconds SimPy takes for `events` bare timeouts here, now."""
     env = simpy.Environment()
 
     def ticker():
@@ -57,9 +57,9 @@ def null_model_s(events: int = 1_000_000) -> float:
             yield env.timeout(1.0)
 
     env.process(ticker())
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     env.run()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def run_row(name: str) -> dict:
@@ -72,7 +72,7 @@ def run_row(name: str) -> dict:
 
     path, overrides, _ = {**ROWS, **TOKENS}[name]
     scenario = load_scenario(Path(path), overrides)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     system = build_system(scenario, "scenario")
     built = time.perf_counter()
     env = CountingEnvironment()
@@ -81,10 +81,10 @@ def run_row(name: str) -> dict:
     pipeline = pipeline_class(cluster, system)
     pipeline.start()
     env.run()
-    end = time.perf_counter()
+    end, cpu_end = time.perf_counter(), time.process_time()
     layers = system.model.layers * scenario.workload.iterations
     solver = getattr(cluster.net, "_kernels", None)
-    return {"build_s": built - start, "events_s": end - built, "wall_s": end - start,
+    return {"cpu_s": cpu_end - cpu_start, "build_s": built - start, "events_s": end - built, "wall_s": end - start,
             "events": env.events_processed, "events_per_layer": env.events_processed / layers,
             "flows": cluster.net.flow_count, "solves": cluster.net.solves,
             "solver": solver.name if solver is not None else "numpy (before)",
@@ -119,17 +119,20 @@ def main(argv=None) -> None:
     before = null_model_s()
     results = {name: run_child(name, args.code.resolve()) for name in names}
     after = null_model_s()
-    null_s = (before + after) / 2
+    null_s = (before[0] + after[0]) / 2
+    null_cpu_s = (before[1] + after[1]) / 2
     print(f"code: {args.code.resolve()}")
-    print(f"null model (1 M bare SimPy timeouts): {before:.2f} s before the rows, {after:.2f} s after; "
-          f"ratios use {null_s:.2f} s")
-    header = (f"{'row':<54} {'wall s':>7} {'x null':>7} {'build s':>7} {'events s':>8} {'events':>10} "
-              f"{'ev/layer':>8} {'RSS MB':>7}")
+    print(f"null model (1 M bare SimPy timeouts): wall {before[0]:.2f} s before the rows, {after[0]:.2f} s "
+          f"after; CPU {before[1]:.2f} / {after[1]:.2f} s. Ratios use the means ({null_s:.2f} s wall, "
+          f"{null_cpu_s:.2f} s CPU): 'x null' is wall / wall, 'CPU x' CPU / CPU (steadier on a shared machine)")
+    header = (f"{'row':<54} {'wall s':>7} {'x null':>7} {'CPU x':>6} {'build s':>7} {'events s':>8} "
+              f"{'events':>10} {'ev/layer':>8} {'RSS MB':>7}")
     print(header)
     print("-" * len(header))
     for name in names:
         r = results[name]
-        print(f"{ROWS[name][2]:<54} {r['wall_s']:7.2f} {r['wall_s'] / null_s:7.2f} {r['build_s']:7.2f} "
+        print(f"{ROWS[name][2]:<54} {r['wall_s']:7.2f} {r['wall_s'] / null_s:7.2f} "
+              f"{r['cpu_s'] / null_cpu_s:6.2f} {r['build_s']:7.2f} "
               f"{r['events_s']:8.2f} {r['events']:10,d} {r['events_per_layer']:8.1f} {r['peak_rss_MB']:7.0f}")
     small = run_child("tokens-512", args.code.resolve())
     large = run_child("tokens-4096", args.code.resolve())

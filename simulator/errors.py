@@ -1,6 +1,7 @@
 """Errors of `simulator` and the set of exception types the CLI reports as bad input."""
 
 from predictors.errors import PredictorError
+from safeio.errors import InputError
 from topologies.errors import TopologyError
 from workloads.errors import WorkloadError
 
@@ -17,4 +18,4 @@ class ScenarioError(ValueError):
 
 
 # Exceptions that mean "the user gave bad input": the CLI prints them as one line, exit 2.
-USER_ERRORS = (ScenarioError, TopologyError, WorkloadError, PredictorError)
+USER_ERRORS = (ScenarioError, TopologyError, WorkloadError, PredictorError, InputError)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import yaml
+
+from safeio import read_yaml
 
 from topologies.builders import add_link, check_int, multi_node
 from topologies.devices import gpu_spec
@@ -45,14 +46,9 @@ def load_calibration(value: Any, field: str = "calibration") -> dict[str, Any]:
     (``fit.yaml:links.nvswitch4.efficiency: must be in (0, 1], got 1.4``)."""
     if isinstance(value, (str, Path)):
         path = Path(value)
-        if not path.is_file():
+        if not path.exists():
             raise TopologyError(f"no such calibration file: {path}", field)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise TopologyError(f"malformed YAML{where}", str(path)) from None
+        data = read_yaml(path, field, error=TopologyError)  # regular UTF-8 file, strict YAML (safeio)
         field = f"{path}:"
         value = {} if data is None else data
     if not isinstance(value, Mapping):

@@ -8,7 +8,8 @@ import difflib
 from pathlib import Path
 
 import networkx as nx
-import yaml
+
+from safeio import read_yaml
 
 from topologies.builders import NODE_KINDS, add_link, check_int, check_number, validate_graph
 from topologies.devices import gpu_catalogue
@@ -188,19 +189,7 @@ def load_topology_file(path) -> nx.DiGraph:
     Errors name the file: ``topo.yaml:topology.links[3].bandwidth_GBps: must be > 0, got -5``.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise TopologyError("no such file", str(path)) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise TopologyError(f"cannot read the file: {error}", str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise TopologyError(f"malformed YAML{where}: {problem}", str(path)) from None
+    data = read_yaml(path, error=TopologyError)  # regular UTF-8 file, strict YAML (safeio)
     if isinstance(data, dict) and "topology" in data:
         check_keys(data, ("topology",), f"{path}:")
         # Imported here: registry imports this module, and the builder form lives in registry.

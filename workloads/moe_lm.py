@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from workloads.errors import WorkloadError
-from workloads.npz import save_npz_atomic
+from workloads.npz import load_npz, save_npz_atomic
 
 KIND = "training-load"
 _SUM_TOLERANCE = 1e-3  # float32 shares of one layer-step must sum to 1 within this
@@ -80,33 +80,12 @@ class TrainingLoadTrace:
     def load(cls, path: str | os.PathLike, field: str | None = None) -> TrainingLoadTrace:
         """Read a training-load trace; any defect is one WorkloadError naming file and array."""
         path = Path(path)
-        if not path.is_file():
-            raise WorkloadError(f"{path}: no such file", field)
-        if not zipfile.is_zipfile(path):
-            raise WorkloadError(f"{path}: not a .npz training-load trace (not a zip archive)",
-                                field)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise WorkloadError(f"{path}: not a .npz training-load trace ({error})",
-                                field) from None
-        except ValueError as error:
-            raise WorkloadError(f"{path}: unreadable array ({error})", field) from None
+        arrays, meta = load_npz(path, ".npz training-load trace", field)  # headers checked first
         if "shares" not in arrays:
             found = ", ".join(sorted(arrays)) or "nothing"
             hint = (" (this is a routing trace; `moesim forecast` needs a training-load trace "
                     "from `python -m workloads.moe_lm`)" if "experts" in arrays else "")
             raise WorkloadError(f"{path}: missing array 'shares' (found: {found}){hint}", field)
-        meta = {}
-        if "meta" in arrays:
-            raw = arrays["meta"]
-            try:
-                meta = json.loads(str(raw.reshape(-1)[0])) if raw.size else {}
-            except (json.JSONDecodeError, TypeError) as error:
-                raise WorkloadError(f"{path}[meta]: not a JSON string ({error})", field) from None
-            if not isinstance(meta, dict):
-                raise WorkloadError(f"{path}[meta]: must be a JSON object", field)
         meta["path"] = str(path)
         try:
             shares, loss, meta = _checked(arrays["shares"], arrays.get("loss"), meta, str(path))

@@ -14,14 +14,13 @@ stays vectorised. On disk (DESIGN.md section 6) it is one ``.npz``:
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from workloads.errors import WorkloadError
-from workloads.npz import save_npz_atomic
+from workloads.npz import load_npz, save_npz_atomic
 from workloads.models import ModelSpec
 
 _OPTIONAL = ("token_ids", "features", "weights")
@@ -130,29 +129,10 @@ class RoutingTrace:
              field: str | None = "workload.trace.file") -> "RoutingTrace":
         """Read a trace; any defect is one WorkloadError naming the file and the array."""
         path = Path(path)
-        if not path.is_file():
-            raise WorkloadError(f"{path}: no such file", field)
-        if not zipfile.is_zipfile(path):
-            raise WorkloadError(f"{path}: not a .npz trace (not a zip archive)", field)
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except (zipfile.BadZipFile, OSError, EOFError) as error:
-            raise WorkloadError(f"{path}: not a .npz trace ({error})", field) from None
-        except ValueError as error:  # e.g. an object array that would need pickle
-            raise WorkloadError(f"{path}: unreadable array ({error})", field) from None
+        arrays, meta = load_npz(path, ".npz trace", field)  # headers checked before allocation
         if "experts" not in arrays:
             found = ", ".join(sorted(arrays)) or "nothing"
             raise WorkloadError(f"{path}: missing array 'experts' (found: {found})", field)
-        meta = {}
-        if "meta" in arrays:
-            raw = arrays["meta"]
-            try:
-                meta = json.loads(str(raw.reshape(-1)[0])) if raw.size else {}
-            except (json.JSONDecodeError, TypeError) as error:
-                raise WorkloadError(f"{path}[meta]: not a JSON string ({error})", field) from None
-            if not isinstance(meta, dict):
-                raise WorkloadError(f"{path}[meta]: must be a JSON object", field)
         meta.setdefault("path", str(path))
         try:
             experts, token_ids, features, weights, meta = _checked(
@@ -212,11 +192,15 @@ def _checked(experts, token_ids, features, weights, meta, where: str):
                 or not np.issubdtype(features.dtype, np.floating)):
             fail("features", f"must be floats of shape ({iterations}, {tokens}, d), "
                              f"got {features.dtype} {features.shape}")
+        if not np.all(np.isfinite(features)):
+            fail("features", "must be finite (found NaN or inf)")
     if weights is not None:
         weights = np.asarray(weights)
         if weights.shape != experts.shape or not np.issubdtype(weights.dtype, np.floating):
             fail("weights", f"must be floats of shape {experts.shape}, "
                             f"got {weights.dtype} {weights.shape}")
+        if not np.all(np.isfinite(weights)) or weights.min() < 0:
+            fail("weights", "router weights must be finite and >= 0 (found NaN, inf or < 0)")
     return experts, token_ids, features, weights, meta
 
 

@@ -39,6 +39,7 @@ import topologies
 from simulator.engine import collectives
 from simulator.model.kernel_table import CalibrationTable
 from simulator.model.compute import ComputeModel, kernel_params
+from safeio import read_text
 from simulator.errors import ScenarioError
 from simulator.engine.network import FlowNetwork
 from topologies.devices import gpu_spec
@@ -95,12 +96,7 @@ def parse_nccl_tests(path: str | Path, op: str | None = None) -> NcclLog:
     killed mid-run) is refused rather than fitted on partial data.
     """
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise ScenarioError("no such file", str(path)) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError(f"cannot read: {error}", str(path)) from None
+    lines = read_text(path, error=ScenarioError).splitlines()  # regular UTF-8 file within the size limit
     if op is None:
         match = next((m for line in lines if (m := _OP_IN_TEXT.search(line))), None) or re.search(
             r"(all_reduce|all_gather|reduce_scatter|alltoall|sendrecv)", path.name)

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from safeio import read_text
 from simulator.errors import ScenarioError
 from topologies.devices import gpu_catalogue
 
@@ -97,12 +98,7 @@ class CalibrationTable:
     def from_csv(cls, path: str | Path) -> CalibrationTable:
         """Read a calibration CSV; bad content raises ScenarioError naming file, line and column."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ScenarioError("no such file", str(path)) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ScenarioError(f"cannot read: {error}", str(path)) from None
+        text = read_text(path, error=ScenarioError)  # regular UTF-8 file within the size limit (safeio)
         lines = [(number, line) for number, line in enumerate(text.splitlines(), start=1)
                  if line.strip() and not line.lstrip().startswith("#")]
         if not lines:

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from predictors.registry import PREDICTORS, make_predictor
+from safeio import InputError, loads_yaml, read_yaml
 from simulator.engine.collectives import check_algorithms
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.planning.placement import BALANCERS
@@ -22,16 +22,17 @@ from simulator.planning.strategy import (
     BALANCER_RUN_KEYS, PREDICTOR_RUN_KEYS, BalancerRun, PredictorRun, balancer_run,
 )
 from simulator.registry import Params, parse_params
+from simulator.scenario.strict import reject_bool_numbers
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _OpenSection(BaseModel):
     """A section whose extra keys belong to a pluggable kind (predictor, balancer)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
 
 class Parallelism(_Section):
@@ -167,15 +168,7 @@ def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ScenarioError(f"{path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "cannot parse"
-        raise ScenarioError(f"{path}: malformed YAML{where}: {problem}") from None
+    data = read_yaml(path, error=ScenarioError)  # strict: duplicate keys, 010, .inf, alias bombs, FIFOs refused
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: top level must be a mapping of scenario keys")
     return data
@@ -187,6 +180,7 @@ def validate_scenario(raw: dict[str, Any], source: str = "scenario") -> Scenario
         scenario = Scenario.model_validate(raw)
     except pydantic.ValidationError as error:
         raise ScenarioError(f"{source}: {_describe(error.errors()[0], Scenario)}") from None
+    reject_bool_numbers(raw, scenario, source)
     try:
         check_sections(scenario)
     except USER_ERRORS as error:
@@ -213,9 +207,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     parts = key.split(".")
     check_override_path(raw, parts, key)
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ScenarioError(f"value of {key} is not valid YAML: {text!r}", "--set") from None
+        value = loads_yaml(text, f"--set {key}")
+    except InputError as error:
+        raise ScenarioError(f"value of {key} is not valid: {error}", "--set") from None
     set_path(raw, parts, value)
 
 

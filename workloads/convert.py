@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from safeio import check_regular_file
+from safeio.files import text_limit_bytes
 from workloads.errors import WorkloadError
 from workloads.models import model_spec
 from workloads.trace import RoutingTrace
@@ -69,6 +71,8 @@ def convert_trace(source: str | os.PathLike, *, format: str = "auto", model: str
     path = Path(source)
     if not path.exists():
         raise WorkloadError(f"{path}: no such file or directory", "--input")
+    if not path.is_dir():  # a FIFO or /dev/zero would hang or fill memory
+        check_regular_file(path, "--input", text_limit_bytes(), error=WorkloadError)
     try:
         if format == "auto":
             format = detect_format(path)
@@ -481,6 +485,8 @@ def read_token_jsonl(path: Path, *, model: str | None = None, num_experts: int |
                 row = json.loads(text)
             except json.JSONDecodeError as error:
                 raise WorkloadError(f"{path}:{line}: not JSON ({error.msg})") from None
+            except RecursionError:
+                raise WorkloadError(f"{path}:{line}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise WorkloadError(f"{path}:{line}: must be a JSON object with keys "
                                     f"{', '.join(TOKEN_KEYS)}")
@@ -657,6 +663,9 @@ def _csv_rows(path: Path, required: tuple[str, ...]):
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader, [])]
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise WorkloadError(f"{path}:1: column {repeated[0]!r} appears twice; give each once")
         missing = [name for name in required if name not in header]
         if missing:
             raise WorkloadError(f"{path}:1: missing column {missing[0]!r}; required: "

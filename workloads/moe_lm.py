@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from safeio import read_bytes
 from workloads.errors import WorkloadError
 from workloads.npz import load_npz, save_npz_atomic
 
@@ -272,9 +273,7 @@ def _build_model(torch, config: TrainingConfig, vocab: int):
 def read_text(text_path: str | os.PathLike, min_bytes: int, field: str = "text") -> np.ndarray:
     """The file's bytes as uint8 tokens (byte-level: vocabulary 256, any encoding works)."""
     path = Path(text_path)
-    if not path.is_file():
-        raise WorkloadError(f"{path}: no such file", field)
-    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    data = np.frombuffer(read_bytes(path, field, error=WorkloadError), dtype=np.uint8)
     if data.size == 0:
         raise WorkloadError(f"{path}: the text is empty", field)
     if data.size < min_bytes:

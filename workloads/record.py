@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from safeio import check_regular_file
+from safeio.files import text_limit_bytes
 from workloads.errors import WorkloadError
 from workloads.trace import RoutingTrace
 
@@ -427,8 +429,7 @@ def _check_positive(value, field: str) -> None:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise WorkloadError(f"{path}: no such file", "--text")
+    check_regular_file(path, "--text", text_limit_bytes(), error=WorkloadError)
     corpus = path.read_text(encoding="utf-8", errors="replace")
     if not corpus.strip():
         raise WorkloadError(f"{path} is empty: there is no text to route", "--text")

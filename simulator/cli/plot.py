@@ -7,11 +7,13 @@ directory copied off a cluster can be plotted anywhere. docs/outputs.md shows ev
 from __future__ import annotations
 
 import csv
-import json
+import io
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+from safeio import InputError, read_json, read_text
 from simulator.errors import ScenarioError
 
 HELP = "draw the figures of a result directory (from summary.json, iterations.csv, timeline.json)"
@@ -71,23 +73,51 @@ def result_file(directory: Path, name: str) -> Path:
 
 def read_summary(directory: Path) -> dict[str, Any]:
     path = result_file(directory, "summary.json")
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ScenarioError(f"not valid JSON ({error.msg}, line {error.lineno})", str(path)) from None
+    summary = read_json(path, error=ScenarioError)  # regular file, depth-limited (safeio)
     missing = [k for k in ("latency_s", "breakdown_s") if not isinstance(summary, dict) or k not in summary]
     if missing:
         raise ScenarioError(f"not a moesim summary: no {', '.join(missing)}", str(path))
+    check_summary(summary, str(path))
     return summary
+
+
+def check_summary(summary: dict[str, Any], where: str) -> None:
+    """The fields the figures read have the right shapes (a hand-edited summary.json is common)."""
+    for key in ("latency_s", "breakdown_s"):
+        section = summary[key]
+        if not isinstance(section, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in section.values()):
+            raise ScenarioError(f"{key} must map names to finite numbers", where)
+    if not {"mean", "p50", "p99"} <= set(summary["latency_s"]):
+        raise ScenarioError("latency_s needs mean, p50 and p99", where)
 
 
 def read_rows(directory: Path) -> list[dict[str, str]]:
     path = result_file(directory, "iterations.csv")
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    text = read_text(path, error=ScenarioError)
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise ScenarioError(f"not a CSV table ({error})", str(path)) from None
     if not rows or "layer" not in rows[0] or "latency_s" not in rows[0]:
         raise ScenarioError("not a moesim iterations table (needs layer and latency_s columns)",
                             str(path))
+    for number, row in enumerate(rows, start=2):
+        for key, value in row.items():
+            if key is None or value is None:
+                raise ScenarioError("a row has a different number of values than the header",
+                                    f"{path}:{number}")
+            if key in ("iteration", "layer") and not (value.lstrip("-").isdigit() or value == "all"):
+                raise ScenarioError(f"{key} must be an integer or 'all', got {value!r}",
+                                    f"{path}:{number}")
+            if key not in ("iteration", "layer"):
+                try:
+                    number_value = float(value)
+                except ValueError:
+                    continue  # a text column (a strategy name): the figures do not read it
+                if not math.isfinite(number_value):
+                    raise ScenarioError(f"{key} must be finite, got {value!r}", f"{path}:{number}")
     return rows
 
 
@@ -97,9 +127,9 @@ def read_trace(directory: Path):
     path = result_file(directory, "timeline.json")
     try:
         return read_timeline(path)
-    except json.JSONDecodeError as error:
-        raise ScenarioError(f"not valid JSON ({error.msg}, line {error.lineno})", str(path)) from None
-    except (ValueError, KeyError, TypeError) as error:
+    except InputError as error:
+        raise ScenarioError(error.message, error.field) from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise ScenarioError(f"not a moesim timeline ({error})", str(path)) from None
 
 

@@ -106,6 +106,10 @@ class CalibrationTable:
                                 str(path))
         header_line, header_text = lines[0]
         header = [name.strip() for name in next(csv.reader([header_text]))]
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise ScenarioError(f"column {repeated[0]!r} appears twice; give each column once",
+                                f"{path}:{header_line}")
         missing = [name for name in REQUIRED_COLUMNS if name not in header]
         if missing:
             raise ScenarioError(

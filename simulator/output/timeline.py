@@ -34,6 +34,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from safeio import read_json
+
 from simulator.engine.cluster import COMM, COMPUTE, COPY, Span
 
 STREAM_TIDS = {COMPUTE: 0, COMM: 1, COPY: 2}  # copy lane k has tid 2 + k
@@ -333,7 +335,7 @@ def read_timeline(path: Path) -> Timeline:
 
     Raises ValueError (with the reason) for a file that is not such a trace.
     """
-    data = json.loads(Path(path).read_text())
+    data = read_json(path, limit_bytes=4 * 10**9)  # regular file, depth-limited (safeio)
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ValueError("not a trace-event JSON object with a traceEvents list")
     events = data["traceEvents"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safeio import InputError, read_json
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.model.pipeline import PHASES
 from simulator.output.summary import write_atomic
@@ -269,9 +270,11 @@ def completed_runs(out_dir: Path, sweep: Sweep) -> dict[str, dict[str, Any]]:
         if not path.is_file():
             continue
         try:
-            summary = json.loads(path.read_text())
-        except (OSError, ValueError):
+            summary = read_json(path)
+        except InputError:
             continue  # unreadable: run it again (the directory is replaced)
+        if not isinstance(summary, dict):
+            continue  # not a summary (e.g. `[]`): run it again
         expected = json.loads(json.dumps(scenario_to_dict(variant.scenario)))
         if summary.get("scenario") != expected:
             raise ScenarioError(f"{path}: holds a different scenario than {variant.describe(sweep.source)}; "

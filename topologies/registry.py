@@ -4,6 +4,8 @@
 the CLI's ``--topology NAME_OR_FILE``.
 """
 
+import inspect
+import os
 from pathlib import Path
 
 import networkx as nx
@@ -45,6 +47,43 @@ for _name, _builder_function in {
 # NCCL_ALGO; names are checked by simulator.engine.collectives, which reads graph.graph["algorithms"]).
 CALIBRATION_KEYS = ("calibrated", "calibration")
 ALGORITHM_OPS = ("all_reduce", "reduce_scatter", "all_gather", "all_to_all")
+
+
+MAX_GPUS_ENV = "MOESIM_MAX_GPUS"
+DEFAULT_MAX_GPUS = 4096  # a full mesh of 4096 GPUs is 16.8 M links and as many cached paths
+
+
+def planned_gpus(name: str, kwargs: dict) -> int | None:
+    """GPUs the builder would create, from its arguments and defaults (None if not integers)."""
+    params = inspect.signature(BUILDERS[name]).parameters
+    values = {key: kwargs.get(key, p.default) for key, p in params.items()}
+    ints = {k: v for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)}
+    if "gpus" in params:
+        return ints.get("gpus")
+    if "rows" in params and "cols" in params:
+        return ints["rows"] * ints["cols"] if {"rows", "cols"} <= set(ints) else None
+    if "nodes" in params:
+        per_node = ints.get("gpus_per_node", 8)  # the reference servers hold 8 GPUs each
+        return ints["nodes"] * per_node if "nodes" in ints else None
+    return None
+
+
+def max_gpus() -> int:
+    text = os.environ.get(MAX_GPUS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_GPUS
+    if not text.isdigit() or int(text) < 1:
+        raise TopologyError(f"must be a whole number of GPUs >= 1, got {text!r}", MAX_GPUS_ENV)
+    return int(text)
+
+
+def check_gpu_count(gpus: int | None, field: str) -> None:
+    """Refuse a topology larger than the limit before building it (a typo of 10^6 GPUs would
+    build a graph of 10^12 links)."""
+    limit = max_gpus()
+    if gpus is not None and gpus > limit:
+        raise TopologyError(f"{gpus:,} GPUs exceed the limit of {limit:,} (set {MAX_GPUS_ENV} to "
+                            "raise it)", field)
 
 
 def builder_kwargs(name: str) -> list[str]:
@@ -97,6 +136,7 @@ def build(spec: dict, field: str = "topology") -> nx.DiGraph:
     name = spec["builder"]
     builder = BUILDERS.factory(name, sub(field, "builder"))
     kwargs = BUILDERS.parse(name, {k: v for k, v in spec.items() if k != "builder"}, field).given()
+    check_gpu_count(planned_gpus(name, kwargs), field)
     try:
         graph = builder(**kwargs)
     except TopologyError as error:

@@ -45,7 +45,7 @@ def load_npz(path: str | os.PathLike, what: str = ".npz trace",
     Before anything is allocated: the path is a regular file; every member is a ``.npy`` array
     (not a pickle, not an object array); the sizes its header declares fit both the member's
     stored size and the memory limit (`safeio.check_bytes`), so an archive whose header claims
-    3 PiB fails in a millisecond. Returns (arrays without ``meta``, meta dict).
+    3 PiB fails in a millisecond. Returns (arrays, including the raw ``meta``; the parsed meta dict).
     """
     path = check_regular_file(path, field, error=WorkloadError)
     if not zipfile.is_zipfile(path):
@@ -64,7 +64,7 @@ def load_npz(path: str | os.PathLike, what: str = ".npz trace",
         raise WorkloadError(f"{path}: unreadable array ({error})", field) from None
     meta: dict = {}
     if "meta" in arrays:
-        raw = arrays.pop("meta")
+        raw = arrays["meta"]
         if raw.size and raw.dtype.kind not in "US":
             raise WorkloadError(f"{path}[meta]: must be a JSON string, got {raw.dtype}", field)
         try:

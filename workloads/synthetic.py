@@ -30,6 +30,7 @@ from functools import cache
 
 import numpy as np
 
+from safeio import check_bytes
 from workloads.errors import WorkloadError
 from workloads.models import ModelSpec
 from workloads.trace import RoutingTrace
@@ -143,6 +144,13 @@ def generate_trace(
     _check(field, "temperature", temperature, low=0.0, open_low=True)
     _check(field, "drift", drift, low=0.0, high=1.0, open_high=True)
     _check(field, "feature_dim", feature_dim, integer=True, low=1, high=64)
+    # every array below, before any is allocated: ids + features per token, vocabulary tables
+    needed = (float(iterations) * tokens * (4 + 4 * feature_dim)
+              + float(iterations) * layers * tokens * top_k * (2 + (4 if weights else 0))
+              + float(vocab_size) * (8 + 4 + 4 * feature_dim))
+    check_bytes(needed, f"a synthetic trace of {iterations:,} iterations x {layers} MoE layers x "
+                f"{tokens:,} tokens x top-{top_k} (vocabulary {vocab_size:,})", field,
+                error=WorkloadError)
 
     router = _build_router(model, iterations, seed, vocab_size, zipf_a, token_affinity,
                            layer_correlation, temperature, drift, feature_dim)

@@ -28,9 +28,17 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (``moesim run: error: the following arguments are required:
+    --out (moesim run --help lists the options)``), not argparse's 3-4 lines of usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} ({self.prog} --help lists the options)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only `command`'s module is imported (all of them when None, e.g. for --help)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="moesim", description="Discrete-event simulator for Mixture-of-Experts on GPU clusters."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 import topologies
+from simulator.cli.outputs import check_out_file, write_text_atomic
 from simulator.hardware import fit as cal
 from simulator.model.kernel_table import CalibrationTable
 from simulator.cli.collective import parse_size
@@ -46,6 +47,9 @@ def run(args) -> int:
     if args.algo not in ("auto", "ring", "tree", "nvls", "direct", "pxn"):
         raise ScenarioError(f"must be auto, ring, tree, nvls, direct or pxn, got {args.algo!r}", "--algo")
     small_max = parse_size(args.small_max, "--small-max")
+    check_out_file(args.out)
+    if args.kernels_out:
+        check_out_file(args.kernels_out, "--kernels-out")
     overrides = {key: value for key, value in (("nodes", args.nodes), ("device", args.device)) if value is not None}
     graph = topologies.resolve(args.topology, **overrides)
     logs = [cal.parse_nccl_tests(path) for path in args.logs]
@@ -61,7 +65,7 @@ def run(args) -> int:
         _write_kernels(kernels, kernels_out)
         header.append(f"# kernels: compute: {{calibration: {kernels_out.name}}} (measured times replace the roofline)")
         result["kernels_csv"] = kernels_out.name
-    out.write_text("\n".join(header) + "\n" + yaml.safe_dump(result, sort_keys=False, width=110))
+    write_text_atomic(out, "\n".join(header) + "\n" + yaml.safe_dump(result, sort_keys=False, width=110))
     if fit.report:
         print(f"{'log':<28} {'size':>12} {'algo':>6} {'measured us':>12} {'model us':>10} {'error':>8} "
               f"{'busbw':>8} {'model':>8}")
@@ -87,4 +91,4 @@ def _write_kernels(table: CalibrationTable, path: Path) -> None:
     for p in table.points:
         source = p.source.replace(",", ";")
         lines.append(f"{p.gpu},{p.op},{p.m},{p.n},{p.k},{p.time_s * 1e6:.6g},{source},{p.dtype_bytes}")
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n", "--kernels-out")

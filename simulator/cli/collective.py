@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 from dataclasses import dataclass
 
@@ -95,13 +96,41 @@ def _number(text: str | None, option: str, kind=float, minimum: float | None = N
     return value
 
 
+MAX_ROWS = 1000  # sizes per table: nccl-tests' default sweep has 24
+MAX_FLOW_HOPS_ENV = "MOESIM_MAX_FLOW_HOPS"
+DEFAULT_MAX_FLOW_HOPS = 20_000_000  # flows x links they cross, per simulated collective
+
+
 def sizes(min_bytes: int, max_bytes: int, factor: float) -> list[int]:
-    """min, min*factor, ... up to max inclusive (nccl-tests' -b, -e, -f)."""
+    """min, min*factor, ... up to max inclusive (nccl-tests' -b, -e, -f); at most MAX_ROWS."""
     out, size = [], min_bytes
     while size <= max_bytes:
+        if len(out) == MAX_ROWS:
+            raise ScenarioError(
+                f"{factor!r} gives more than {MAX_ROWS} sizes from {min_bytes} to {max_bytes} bytes; "
+                "use a larger --factor or a narrower --min-bytes/--max-bytes", "--factor")
         out.append(size)
         size = max(size + 1, int(size * factor))
     return out
+
+
+def check_flow_budget(op: str, graph, group: list[str]) -> None:
+    """Refuse a collective whose flows x hops would take hours: a 3,000-GPU all-to-all is 9 M
+    flows, a 400-GPU chain's flows cross up to 399 links each. Hops are bounded by the longest
+    shortest path from the first rank (BFS, linear in the graph)."""
+    import networkx as nx
+
+    n = len(group)
+    flows = {"all_reduce": 2 * n * (n - 1), "sendrecv": n}.get(OPS[op].algorithm, n * (n - 1))
+    reach = nx.single_source_shortest_path_length(graph, group[0])
+    hops = max(1, max(reach.get(g, 1) for g in group))
+    text = os.environ.get(MAX_FLOW_HOPS_ENV, "").strip()
+    limit = int(text) if text.isdigit() else DEFAULT_MAX_FLOW_HOPS
+    if flows * hops > limit:
+        raise ScenarioError(
+            f"{op} on {n:,} GPUs is {flows:,} flows over paths of up to {hops} links "
+            f"({flows * hops:,} flow-links); the limit is {limit:,} (set {MAX_FLOW_HOPS_ENV} to "
+            "raise it)", "--topology")
 
 
 def add_arguments(parser) -> None:
@@ -227,10 +256,12 @@ def run(args) -> int:
                             "--min-bytes")
     factor = _number(args.factor, "--factor", float, 1, strict=True)
     alpha_us = _number(args.alpha_us, "--alpha-us", float, 0)
+    table = sizes(min_bytes, max_bytes, factor)
     graph, group = _topology(args)
+    check_flow_budget(args.op, graph, group)
     paths = PathTable(graph)
     algorithm = check_algorithm(args.op, getattr(args, "algo", "auto") or "auto", paths, group)
-    rows = [row for size in sizes(min_bytes, max_bytes, factor)
+    rows = [row for size in table
             if (row := simulate(args.op, paths, group, size, alpha_us * 1e-6, algorithm)) is not None]
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -11,6 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from simulator.cli.outputs import make_out_dir
 from simulator.cli.plot import parse_formats, read_summary
 from simulator.errors import ScenarioError
 
@@ -79,9 +80,7 @@ def run(args) -> int:
     rows = comparison_rows(labels, summaries)
     print(format_table(rows))
     out = Path(args.out) if args.out else dirs[0] / "plots"
-    if out.exists() and not out.is_dir():
-        raise ScenarioError("exists and is not a directory", "--out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
     with (out / "compare.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()

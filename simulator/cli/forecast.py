@@ -28,6 +28,7 @@ from predictors.training_load import (
     forecast_origins,
     summarise,
 )
+from simulator.cli.outputs import check_replaceable, result_dir
 from simulator.errors import ScenarioError
 from workloads.moe_lm import TrainingLoadTrace
 
@@ -92,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         _positive(getattr(args, name), f"--{name.replace('_', '-')}")
     if not args.min_share > 0:
         raise ScenarioError(f"must be > 0, got {args.min_share}", "--min-share")
+    check_replaceable(Path(args.out))  # before the forecasts: a bad --out fails in a second
     trace = TrainingLoadTrace.load(args.trace, field=None)
     if args.smooth + args.state_window > trace.steps + 1:
         raise ScenarioError(f"--smooth + --state-window must be <= the trace's {trace.steps} "
@@ -111,7 +113,32 @@ def run(args: argparse.Namespace) -> int:
     summary = summarise(rows)
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with result_dir(out) as temp:  # forecast.csv, summary.json, figures: replaced together
+        figures = [out / p.name for p in _write(args, trace, states, rows, origins, horizons,
+                                                 methods, summary, temp)]
+
+    meta = trace.meta
+    print(f"{args.trace}: {trace.steps} steps x {trace.layers} MoE layers x {trace.experts} "
+          f"experts (top-{meta.get('model', {}).get('top_k', '?')}, aux loss "
+          f"{meta.get('aux_loss', '?')})")
+    print(f"stable from step {states.boundary} (per layer: "
+          f"{', '.join(str(b) for b in states.boundary_per_layer)}); {states.smooth}-step "
+          f"average, window {states.window}, variance <= {states.variance_threshold:g}, range <= "
+          f"{states.range_threshold:g}")
+    print(f"mean error |predicted - true| / true of the mean share over the horizon, "
+          f"{len(origins)} origins ({', '.join(str(o) for o in origins)}) x {trace.layers} layers "
+          f"x {trace.experts} experts:")
+    print(f"{'method':8s} " + " ".join(f"{'H=' + str(h):>8s}" for h in horizons))
+    for method in methods:
+        print(f"{method:8s} " + " ".join(f"{summary[(method, h)]:8.4f}" for h in horizons))
+    print(f"wrote {out / 'forecast.csv'}, {out / 'summary.json'}, "
+          + ", ".join(str(p) for p in figures))
+    return 0
+
+
+def _write(args, trace, states, rows, origins, horizons, methods, summary,
+           out: Path) -> list[Path]:
+    """forecast.csv, summary.json and the figures, into `out` (a temporary directory)."""
     with open(out / "forecast.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
@@ -131,25 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "error": [{"method": m, "horizon": h, "error": summary[(m, h)]}
                   for m in methods for h in horizons],
     }, indent=2) + "\n")
-    figures = _plot(trace, states, rows, origins, horizons, methods, out)
-
-    meta = trace.meta
-    print(f"{args.trace}: {trace.steps} steps x {trace.layers} MoE layers x {trace.experts} "
-          f"experts (top-{meta.get('model', {}).get('top_k', '?')}, aux loss "
-          f"{meta.get('aux_loss', '?')})")
-    print(f"stable from step {states.boundary} (per layer: "
-          f"{', '.join(str(b) for b in states.boundary_per_layer)}); {states.smooth}-step "
-          f"average, window {states.window}, variance <= {states.variance_threshold:g}, range <= "
-          f"{states.range_threshold:g}")
-    print(f"mean error |predicted - true| / true of the mean share over the horizon, "
-          f"{len(origins)} origins ({', '.join(str(o) for o in origins)}) x {trace.layers} layers "
-          f"x {trace.experts} experts:")
-    print(f"{'method':8s} " + " ".join(f"{'H=' + str(h):>8s}" for h in horizons))
-    for method in methods:
-        print(f"{method:8s} " + " ".join(f"{summary[(method, h)]:8.4f}" for h in horizons))
-    print(f"wrote {out / 'forecast.csv'}, {out / 'summary.json'}, "
-          + ", ".join(str(p) for p in figures))
-    return 0
+    return _plot(trace, states, rows, origins, horizons, methods, out)
 
 
 def _plot(trace, states, rows, origins, horizons, methods, out: Path) -> list[Path]:

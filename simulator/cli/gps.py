@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from simulator.cli.outputs import check_replaceable, result_dir
+from simulator.cli.progress import add_progress_arguments, progress_from_args
 from simulator.errors import ScenarioError
 from simulator.studies.gps import (
     ASSUMPTIONS, BALANCERS, REDUNDANT_SLOTS, REPLAN_EVERY, TOKEN_SIZES, candidates, describe,
@@ -42,7 +44,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run the candidates on a Dask cluster (e.g. tcp://host:8786), as sweeps do")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_progress_arguments(parser, "no progress")
 
 
 def _slot_text(value) -> str:
@@ -104,9 +106,8 @@ def run(args) -> int:
         from simulator.studies.sweep import connect
 
         client = connect(args.scheduler)
-    progress = None
-    if not args.quiet:
-        from tqdm import tqdm as progress
+    check_replaceable(Path(args.out))  # before simulating: a bad --out fails in a second
+    progress = progress_from_args(args)
     print(f"{len(chosen)} candidates x {iterations_needed(scenario, chosen)} iterations")
     try:
         rows, timings = run_gps(scenario, args.scenario, chosen, args.workers, progress, client)
@@ -114,12 +115,12 @@ def run(args) -> int:
         if client is not None:
             client.close()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "gps.csv", rows)
-    from simulator.output.plots import plot_gps_accuracy, plot_gps_breakdown  # matplotlib: only here
+    with result_dir(out) as temp:  # gps.csv and its figures replace the old ones together
+        from simulator.output.plots import plot_gps_accuracy, plot_gps_breakdown  # matplotlib: only here
 
-    plot_gps_accuracy(rows, out / "gps_accuracy_latency")
-    plot_gps_breakdown(rows, out / "gps_breakdown")
+        write_csv(temp / "gps.csv", rows)
+        plot_gps_accuracy(rows, temp / "gps_accuracy_latency")
+        plot_gps_breakdown(rows, temp / "gps_breakdown")
     best, other = recommend(rows)
     pairs, memory_bound = expert_regime(scenario)
     print(f"why: {explain(rows, pairs, memory_bound)}")

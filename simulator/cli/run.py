@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
+from simulator.cli.outputs import check_replaceable, result_dir
+from simulator.cli.progress import add_progress_arguments, progress_from_args
 from simulator.output.summary import write_results
 from simulator.scenario.run import simulate
 from simulator.scenario.schema import load_scenario
@@ -21,19 +19,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario value, e.g. --set workload.batch=4 (repeatable)")
-    parser.add_argument("--quiet", action="store_true", help="print nothing on success")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bar with ETA on stderr (default: when stderr is a terminal)")
+    add_progress_arguments(parser, "print nothing on success")
 
 
 def run(args) -> int:
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     scenario = load_scenario(args.scenario, overrides)
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and not args.quiet)
-    with tqdm(total=scenario.workload.iterations, unit="iteration", desc=scenario.name,
-              disable=not show, file=sys.stderr) as bar:
+    check_replaceable(Path(args.out))  # before simulating: a bad --out fails in a second
+    progress = progress_from_args(args)
+    with progress(total=scenario.workload.iterations, unit="iteration", desc=scenario.name) as bar:
         result = simulate(scenario, source=args.scenario, on_iteration=lambda i: bar.update(1))
-    write_results(Path(args.out), result.summary, result.rows, result.timeline())
+    with result_dir(args.out) as temp:  # all-new or all-old, never a mix of two runs
+        write_results(temp, result.summary, result.rows, result.timeline())
     if not args.quiet:
         print(format_summary(result.summary, args.out))
     return 0

@@ -6,6 +6,8 @@ import sys
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from simulator.cli.outputs import make_out_dir
+from simulator.cli.progress import add_progress_arguments, progress_from_args
 from simulator.errors import ScenarioError
 from simulator.studies.sweep import check_variants, connect, load_sweep, run_sweep
 
@@ -26,7 +28,7 @@ def add_arguments(parser) -> None:
                              "(large: ~0.2 MB per iteration of the default scenario)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the variants and check each one's system without simulating")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    add_progress_arguments(parser, "no progress and no summary line")
 
 
 def run(args) -> int:
@@ -38,11 +40,9 @@ def run(args) -> int:
             print(line)
         print(f"{args.sweep}: ok ({len(sweep.variants)} variants)")
         return 0
+    out = make_out_dir(args.out)
     client = connect(args.scheduler) if args.scheduler else None
-    progress = None
-    if not args.quiet:
-        from tqdm import tqdm as progress
-    out = Path(args.out)
+    progress = progress_from_args(args)
     try:
         report = run_sweep(sweep, out, args.workers, client, args.timeline, progress)
     except KeyboardInterrupt:

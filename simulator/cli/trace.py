@@ -9,6 +9,7 @@ when they run.
 import argparse
 import json
 
+from simulator.cli.outputs import check_out_file, count
 from workloads.models import model_spec
 from workloads.stats import format_stats, trace_stats
 from workloads.synthetic import generate_trace
@@ -19,13 +20,13 @@ HELP = "Generate, record and convert routing traces and print their statistics."
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="catalogue model name (e.g. mixtral-8x7b)")
-    parser.add_argument("--iterations", type=int, default=20, help="iterations (default 20)")
-    parser.add_argument("--tokens", type=int, default=4096,
+    parser.add_argument("--iterations", type=count, default=20, help="iterations (default 20)")
+    parser.add_argument("--tokens", type=count, default=4096,
                         help="tokens per iteration, B*S for prefill (default 4096)")
     parser.add_argument("--skewness", type=float, default=1.4,
                         help="target mean max/mean expert load (default 1.4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--vocab-size", type=int, default=None,
+    parser.add_argument("--vocab-size", type=count, default=None,
                         help="token vocabulary (default: the model's)")
     parser.add_argument("--zipf-a", type=float, default=1.1,
                         help="Zipf exponent of token frequencies (default 1.1)")
@@ -45,6 +46,7 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    check_out_file(args.out)
     model = model_spec(args.model, field="--model")
     trace = generate_trace(
         model, args.iterations, args.tokens, skewness=args.skewness, seed=args.seed,
@@ -105,6 +107,7 @@ def _add_record(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_record(args: argparse.Namespace) -> int:
+    check_out_file(args.out)
     from workloads.record import quiet_transformers, record_trace
 
     with quiet_transformers():
@@ -157,6 +160,7 @@ def _add_convert(parser: argparse.ArgumentParser) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from workloads.convert import convert_trace
 
+    check_out_file(args.out)
     trace = convert_trace(
         args.input, format=args.format, model=args.model, domain=args.domain,
         routing=args.routing, crosslayer=args.crosslayer, iterations=args.iterations,

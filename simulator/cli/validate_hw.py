@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from simulator.cli.outputs import check_out_file, write_text_atomic
 from simulator.hardware import validation
 
 HELP = "compare simulated collectives and kernels with published measurements (docs/validation.md)"
@@ -32,10 +33,12 @@ def run(args) -> int:
         launch = {k: round(v, 3) for k, v in fitted["launch_us"].items() if k in names.get("launch", ())}
         print(yaml.safe_dump({"links": links, "launch_us": launch}, sort_keys=False), end="")
         return 0
+    if args.out:
+        check_out_file(args.out)
     rows = validation.validate()
     text = validation.render_markdown(rows)
     if args.out:
-        Path(args.out).write_text(text)
+        write_text_atomic(args.out, text)
         for entry in validation.summary(rows):
             worst = ", ".join(f"{k} {entry[k]:+.1%}" for k in ("small", "medium", "large", "transfer", "gemm")
                               if k in entry)

@@ -23,6 +23,7 @@ from simulator.planning.strategy import Strategy, plan_strategy, predictor_setti
 from simulator.model.routing import (
     Ownership, RoutingPlan, plan_expert_residency, plan_routing, token_ownership,
 )
+from simulator.scenario.budget import check_workload_budget
 from simulator.scenario.schema import Scenario
 from simulator.scenario.traces import load_trace
 from topologies.devices import gpu_spec
@@ -64,6 +65,7 @@ def _build(scenario: Scenario) -> System:
     if workload.mode == "training" and workload.phase != "prefill":
         raise ScenarioError("training processes whole sequences; use phase: prefill", "workload.phase")
     model = model_spec(scenario.model, field="model")
+    check_workload_budget(scenario, model, tokens_only=True)  # a 10^9 batch fails at once
     graph = topologies.build(_topology_spec(scenario), field="topology")
     gpus = len(topologies.gpu_nodes(graph))
     ep, tp = _parallel_sizes(scenario, gpus)
@@ -86,6 +88,7 @@ def _build(scenario: Scenario) -> System:
     everywhere = scenario.parallelism.token_residency == "expert"
     memory = _check_memory(model, static, ownership, tokens, workload.seq_len, devices, tp, training,
                            everywhere)
+    check_workload_budget(scenario, model, gpus)  # before the trace is materialised
     trace = load_trace(scenario, model, tokens, history)
     base = replace(base, slots_per_gpu=_replica_slots(model, memory, devices, ep),
                    transitions=_transitions(trace, history, tokens, model.experts, everywhere),
@@ -148,7 +151,7 @@ def _transitions(trace, history: int, tokens: int, experts: int,
     dispatch leaves from the first choice's GPU) -> each of the k choices at l + 1."""
     if history == 0 or trace.layers < 2:
         return None
-    first = trace.experts[:history, :-1, :tokens, 0]  # [history, layers - 1, tokens]
+    first = trace.experts[:history, :-1, :tokens, 0].astype(np.int64)  # E * E overflows int16 at E >= 182
     nexts = trace.experts[:history, 1:, :tokens, :] if all_next else \
         trace.experts[:history, 1:, :tokens, :1]
     pair = first[..., None] * experts + nexts  # [history, layers - 1, tokens, k]
@@ -163,7 +166,7 @@ def _coactivation(trace, history: int, tokens: int, experts: int) -> np.ndarray 
     iterations: with token residency expert the combine moves f's output to e's GPU."""
     if history == 0 or trace.top_k < 2:
         return None
-    chosen = trace.experts[:history, :, :tokens, :]
+    chosen = trace.experts[:history, :, :tokens, :].astype(np.int64)  # E * E > int16 max
     pair = chosen[..., :1] * experts + chosen[..., 1:]  # [history, layers, tokens, k - 1]
     layers = pair.shape[1]
     offsets = (np.arange(layers) * experts * experts)[None, :, None, None]

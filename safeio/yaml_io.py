@@ -102,8 +102,9 @@ class StrictLoader(yaml.SafeLoader):
                          "or quote it")
         digits = text.lstrip("+-")
         raise _error(node.start_mark, f"{text} is ambiguous: YAML 1.1 reads it as octal "
-                     f"{int(digits, 8) if set(digits) <= set('01234567') else '?'}, YAML 1.2 as "
-                     f"decimal {int(digits)}; write {int(digits)} (or 0o{digits.lstrip('0') or '0'}),"
+                     f"{int(digits.replace('_', ''), 8)}, YAML 1.2 as "
+                     f"decimal {int(digits.replace('_', ''))}; write {int(digits.replace('_', ''))} "
+                     f"(or 0o{digits.lstrip('0') or '0'}),"
                      " or quote it")
 
 
@@ -114,12 +115,16 @@ def _resolver(tag: str, pattern: str, first: str) -> None:
 _resolver("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF")
 _resolver("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL)$", "~nN")
 StrictLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
-_resolver(_AMBIGUOUS, r"^[-+]?0[0-9_]+$", "-+0")
-_resolver(_AMBIGUOUS, r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$", "-+0123456789")
+# exactly the plain scalars YAML 1.1 reads as octal or base 60 (so quoted output of yaml.dump
+# stays a string): 010 (but not 08), 1:30, 1:30.5
+_resolver(_AMBIGUOUS, r"^[-+]?0[0-7_]+$", "-+0")
+_resolver(_AMBIGUOUS, r"^[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+$", "-+123456789")
+_resolver(_AMBIGUOUS, r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*$", "-+0123456789")
 _resolver("tag:yaml.org,2002:int",
           r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$", "-+0123456789")
 _resolver("tag:yaml.org,2002:float",
-          r"""^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+          r"""^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*\.[0-9_]*)(?:[eE][-+]?[0-9]+)?
+               |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
                |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", "-+0123456789.")
 _resolver("tag:yaml.org,2002:merge", r"^<<$", "<")
 StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_strict_int)

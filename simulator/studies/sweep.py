@@ -19,6 +19,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import shutil
 import socket
@@ -123,6 +124,11 @@ def expand_sweep(spec: dict[str, Any], source: str, base_dir: Path,
     if len(set(lengths.values())) > 1:
         shown = ", ".join(f"{k}: {n}" for k, n in lengths.items())
         raise ScenarioError(f"{source}: zip: lists must have equal lengths, got {shown}")
+    replicates = spec.get("repeat") if isinstance(spec.get("repeat"), int) else len(
+        spec.get("seeds") or [0]) if isinstance(spec.get("seeds"), list) else 1
+    planned = math.prod(len(v) for v in grid.values()) * max(lengths.values(), default=1) * max(
+        1, replicates)
+    check_variant_count(planned, source)
     seeds = _seeds(spec, source, base, swept=[*grid, *zipped])
     for section, keys in (("grid", grid), ("zip", zipped)):
         for key in keys:
@@ -149,6 +155,20 @@ def expand_sweep(spec: dict[str, Any], source: str, base_dir: Path,
         seen[variant.id] = variant
         variants.append(variant)
     return Sweep(source, keys, tuple(variants))
+
+
+MAX_VARIANTS_ENV = "MOESIM_MAX_VARIANTS"
+DEFAULT_MAX_VARIANTS = 10_000
+
+
+def check_variant_count(planned: int, source: str) -> None:
+    """Refuse a sweep of more variants than the limit before expanding any (each variant is
+    validated, hashed and kept in memory, even for --dry-run)."""
+    text = os.environ.get(MAX_VARIANTS_ENV, "").strip()
+    limit = int(text) if text.isdigit() and int(text) > 0 else DEFAULT_MAX_VARIANTS
+    if planned > limit:
+        raise ScenarioError(f"{source}: grid x zip x seeds/repeat is {planned:,} variants; the limit "
+                            f"is {limit:,} (set {MAX_VARIANTS_ENV} to raise it)")
 
 
 def _base_scenario(spec: dict[str, Any], source: str, base_dir: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from simulator.cli.outputs import make_out_dir
+from simulator.cli.outputs import check_out_dir, make_out_dir
 from simulator.cli.plot import parse_formats, read_summary
 from simulator.errors import ScenarioError
 
@@ -74,6 +74,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def run(args) -> int:
     dirs = [Path(d) for d in args.dirs]
+    if args.out:
+        check_out_dir(args.out)  # before reading: a bad --out fails first
     formats = parse_formats(args.format)
     labels = labels_for(dirs, args.names)
     summaries = [read_summary(d) for d in dirs]

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from safeio import InputError, read_json, read_text
+from safeio import InputError, check_regular_file, read_json, read_text
 from simulator.errors import ScenarioError
 
 HELP = "draw the figures of a result directory (from summary.json, iterations.csv, timeline.json)"
@@ -65,6 +65,8 @@ def result_file(directory: Path, name: str) -> Path:
     if not directory.is_dir():
         raise ScenarioError("no such result directory", str(directory))
     path = directory / name
+    if path.exists() or path.is_symlink():
+        return check_regular_file(path, error=ScenarioError)  # a FIFO or device: say so
     if not path.is_file():
         raise ScenarioError(f"missing; a result directory of `moesim run` holds "
                             f"{', '.join(RESULT_FILES)}", str(path))

@@ -6,7 +6,7 @@ import sys
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from simulator.cli.outputs import make_out_dir
+from simulator.cli.outputs import check_out_dir, make_out_dir
 from simulator.cli.progress import add_progress_arguments, progress_from_args
 from simulator.errors import ScenarioError
 from simulator.studies.sweep import check_variants, connect, load_sweep, run_sweep
@@ -34,6 +34,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.workers < 1:
         raise ScenarioError(f"must be >= 1, got {args.workers}", "--workers")
+    check_out_dir(args.out)  # before expanding: a bad --out fails first
     sweep = load_sweep(args.sweep, args.overrides)
     if args.dry_run:
         for line in check_variants(sweep):

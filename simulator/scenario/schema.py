@@ -140,9 +140,10 @@ class Scenario(_Section):
     seed: int = Field(0, ge=0, description="seeds the synthetic trace and any drawn routing")
     model: str | dict[str, Any] = Field(
         "mixtral-8x7b", description="catalogue name or an inline mapping (workloads.md)")
-    topology: dict[str, Any] = Field(
+    topology: str | dict[str, Any] = Field(
         default_factory=lambda: {"builder": "nvlink_mesh", "gpus": 4, "device": "a100-sxm4-80gb"},
-        description="{builder: NAME, ...arguments} or {nodes: [...], links: [...]} (topologies.md)",
+        description="{builder: NAME, ...arguments}, {nodes: [...], links: [...]} or a topology "
+                    "YAML file, relative to the scenario (topologies.md)",
     )
     parallelism: Parallelism = Parallelism()
     workload: Workload = Workload()

@@ -66,7 +66,7 @@ def _build(scenario: Scenario) -> System:
         raise ScenarioError("training processes whole sequences; use phase: prefill", "workload.phase")
     model = model_spec(scenario.model, field="model")
     check_workload_budget(scenario, model, tokens_only=True)  # a 10^9 batch fails at once
-    graph = topologies.build(_topology_spec(scenario), field="topology")
+    graph = _topology_graph(scenario)
     gpus = len(topologies.gpu_nodes(graph))
     ep, tp = _parallel_sizes(scenario, gpus)
     _check_residency(scenario, tp)
@@ -125,6 +125,14 @@ def _build(scenario: Scenario) -> System:
                            training, everywhere, strategy.resident_per_gpu * model.moe_layers)
     return System(scenario, model, graph, trace, history, tokens, workload.seq_len, tp, ownership,
                   strategy, plan, compute, memory)
+
+
+def _topology_graph(scenario: Scenario) -> nx.DiGraph:
+    """The topology: a file named by the scenario (relative to it, like `--topology FILE`) or the
+    section itself."""
+    if isinstance(scenario.topology, str):
+        return topologies.load_topology_file(scenario.resolve_path(scenario.topology))
+    return topologies.build(_topology_spec(scenario), field="topology")
 
 
 def _topology_spec(scenario: Scenario) -> dict:

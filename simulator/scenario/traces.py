@@ -44,6 +44,8 @@ def _synthetic(scenario, params, model, tokens: int, iterations: int) -> Routing
 
 
 def _file(scenario, params: FileParams, model, tokens: int, iterations: int) -> RoutingTrace:
+    if not params.file.strip():
+        raise ScenarioError("must be the path of a .npz trace, got an empty string", f"{FIELD}.file")
     trace = RoutingTrace.load(scenario.resolve_path(params.file))
     trace.check_against(model, field=f"{FIELD}.file")
     if trace.iterations < iterations or trace.tokens < tokens:
@@ -92,8 +94,8 @@ def parse_trace(spec: Any) -> tuple[str, Params]:
                                 sub(FIELD, extra))
         return name, TRACE_SOURCES.parse(name, spec["synthetic"] or {}, sub(FIELD, "synthetic"))
     if name == "file":
-        return name, TRACE_SOURCES.parse(name, {k: str(v) if k == "file" else v for k, v in spec.items()},
-                                         FIELD)
+        return name, TRACE_SOURCES.parse(name, {k: str(v) if k == "file" and v is not None else v
+                                                for k, v in spec.items()}, FIELD)
     return name, TRACE_SOURCES.parse(
         name, {k: str(v) if k == "training_load" else v for k, v in spec.items()}, FIELD)
 

@@ -114,8 +114,6 @@ def build(spec: dict, field: str = "topology") -> nx.DiGraph:
         graph = build(spec, field)
         graph.graph["algorithms"] = dict(algorithms)
         return graph
-    if "builder" in spec:
-        _builder(spec["builder"], sub(field, "builder"))  # a list or mapping is an unknown name too
     takes_calibrated = "builder" in spec and spec["builder"] in BUILDERS and "calibrated" in builder_kwargs(
         spec["builder"])
     if "calibration" in spec or ("calibrated" in spec and not takes_calibrated):

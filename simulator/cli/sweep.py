@@ -6,7 +6,7 @@ import sys
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from simulator.cli.outputs import check_out_dir, make_out_dir
+from simulator.cli.outputs import check_out_dir
 from simulator.cli.progress import add_progress_arguments, progress_from_args
 from simulator.errors import ScenarioError
 from simulator.studies.sweep import check_variants, connect, load_sweep, run_sweep
@@ -41,7 +41,7 @@ def run(args) -> int:
             print(line)
         print(f"{args.sweep}: ok ({len(sweep.variants)} variants)")
         return 0
-    out = make_out_dir(args.out)
+    out = Path(args.out)  # checked above; run_sweep creates it
     client = connect(args.scheduler) if args.scheduler else None
     progress = progress_from_args(args)
     try:

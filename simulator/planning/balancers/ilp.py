@@ -42,7 +42,7 @@ from scipy.sparse import coo_array
 from simulator.planning.balancers.params import ILPParams
 from simulator.planning.balancers.common import (
     BalancerWarning, check_options, choice_option, ep_ranks, float_option, int_option,
-    optional_transitions, require_loads, slot_limit,
+    optional_transitions, require_loads, slot_limit, time_objective,
 )
 from simulator.errors import ScenarioError
 
@@ -128,6 +128,8 @@ def ilp_placement(request: PlacementRequest, name: str = "ilp") -> Placement:
     kept = min(candidates, key=lambda kind: (scores[kind], list(candidates).index(kind)))
     notes = _notes(mode, clock, solves, scores, kept, time_limit_s)
     notes["polish_moves"] = moves
+    notes["load_unit"] = "seconds" if request.objective == "time" and request.cost is not None \
+        else "tokens"
     notes["deployed_before_run"] = initial == "deployed"
     _warn(notes, solves, time_limit_s)
     ranks = ep_ranks(request)
@@ -147,6 +149,9 @@ def build_problem(request: PlacementRequest, config: dict | None = None,
     slots, _ = slot_limit(request, cap_option, "max_experts_per_gpu", needed)
     cap = slots if cap_option is not None else needed
     loads = require_loads(request, "ilp")
+    estimator = time_objective(request, "ilp")
+    if estimator is not None:  # objective time: each expert weighs what its kernel takes
+        loads = expert_seconds(estimator, loads, ranks)
     trans = optional_transitions(request)
     coact = _coactivation(request)
     if trans is None or weight == 1.0:
@@ -154,6 +159,17 @@ def build_problem(request: PlacementRequest, config: dict | None = None,
     if coact is None or weight == 1.0:
         coact = np.zeros((request.layers, experts, experts))
     return Problem(loads, trans, coact, pair_costs(request, ranks), cap, experts // gpus, weight)
+
+
+def expert_seconds(estimator, loads: np.ndarray, ranks: list[int]) -> np.ndarray:
+    """[L, E] seconds of each expert's FFN on its predicted tokens (weights read once, small
+    batches memory-bound), from the run's cost model, averaged over the EP ranks' GPUs. One replica
+    per expert, so an expert's time does not depend on where it goes (beyond the GPU model);
+    with grouped GEMM the per-expert sum is an approximation of the grouped kernel."""
+    out = np.zeros_like(loads)
+    for index, tokens in np.ndenumerate(loads):
+        out[index] = np.mean([estimator.replica_s(rank, float(tokens)) for rank in ranks])
+    return out
 
 
 def _coactivation(request: PlacementRequest) -> np.ndarray | None:

@@ -244,3 +244,27 @@ def test_polish_never_raises_the_objective_and_finds_what_layer_by_layer_misses(
 def test_notes_do_not_change_placement_equality():
     a = Placement((((0,),),), (((1.0,),),), notes={"kept": "ilp"})
     assert a == dataclasses.replace(a, notes=None)
+
+
+class _SqrtEstimator:
+    """A stand-in cost model: an expert on `tokens` pairs takes sqrt(tokens) seconds."""
+
+    def replica_s(self, rank, tokens):
+        return float(np.sqrt(tokens)) if tokens > 0 else 0.0
+
+
+def test_time_objective_balances_the_estimators_seconds_not_tokens():
+    loads = np.array([[100.0, 81, 64, 49, 9, 1]])
+    req = dataclasses.replace(request(loads, 3, {**EXACT, "weight": 1.0}), objective="time",
+                              cost=_SqrtEstimator())
+    seconds = np.sqrt(loads[0])
+    mean = seconds.sum() / 3
+    best = min(sum(abs(seconds[[e for e in range(6) if home[e] == g]].sum() - mean) for g in range(3))
+               for home in itertools.product(range(3), repeat=6) if max(home.count(g) for g in range(3)) == 2)
+    placement = ilp_placement(req)
+    per_gpu = np.bincount(homes(placement)[0], weights=seconds, minlength=3)
+    assert np.abs(per_gpu - mean).sum() == pytest.approx(best, rel=1e-9)
+    assert placement.notes["load_unit"] == "seconds"
+    with pytest.raises(ScenarioError, match="needs the run's cost model") as error:
+        ilp_placement(dataclasses.replace(req, cost=None))
+    assert error.value.field == "balancer.objective"

@@ -193,10 +193,12 @@ def _warm(kernels: Kernels) -> None:
                  capacity, 1.0, True)
 
 
-# A network starts on the numpy kernels and moves to numba after this many updates (both give
-# the same bits, so it may switch at any event): loading numba costs ~0.8 s of CPU per process
-# (import and cache load), which only pays off over a few thousand solves.
+# A network starts on the numpy kernels and moves to numba after this many updates, or once its
+# updates have seen this many active flows in all (both give the same bits, so it may switch at
+# any event): loading numba costs ~0.8 s of CPU per process (import and cache load), which only
+# pays off over a few thousand small solves or a few dozen over thousands of flows.
 SWITCH_UPDATES = 2000
+SWITCH_FLOWS = 100_000
 
 
 def kernels(start: bool = False) -> Kernels:

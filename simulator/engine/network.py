@@ -258,7 +258,8 @@ class FlowNetwork:
         # active (draining) flows: the first _act_n entries of buffers that grow by doubling,
         # compacted in place by the solver kernels (simulator.engine.maxmin)
         self._kernels = maxmin.kernels(start=True)
-        self._updates = 0
+        self._updates = 0  # updates and active flows seen by them, until the switch to numba
+        self._flows_seen = 0
         self._act_n = 0
         self._act_id = np.zeros(16, dtype=np.int64)
         self._act_size = np.zeros(16)
@@ -416,9 +417,12 @@ class FlowNetwork:
         now = self.env.now
         dt = now - self._last_update_s
         self._last_update_s = now
-        self._updates += 1
-        if self._updates == maxmin.SWITCH_UPDATES:  # a long run: compiled kernels pay off now
-            self._kernels = maxmin.kernels()
+        if self._updates >= 0:
+            self._updates += 1
+            self._flows_seen += self._act_n
+            if self._updates >= maxmin.SWITCH_UPDATES or self._flows_seen >= maxmin.SWITCH_FLOWS:
+                self._kernels = maxmin.kernels()  # a long run: compiled kernels pay off now
+                self._updates = -1  # switched
         kernels = self._kernels
         n = self._act_n
         if n and not self._incoming:  # completions only (the common case): one kernel call

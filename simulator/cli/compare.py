@@ -7,7 +7,7 @@ into --out (default: FIRST_DIR/plots, next to `moesim plot`'s figures of the bas
 
 from __future__ import annotations
 
-import csv
+from simulator.output.files import write_csv
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,10 @@ def labels_for(dirs: list[Path], names: str | None) -> list[str]:
 
 def comparison_rows(labels: list[str], summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per run: latency in ms, speedup vs the first (mean latency ratio), phases in ms."""
-    from simulator.model.pipeline import PHASES
+    from simulator.output.records import PIPELINE_PHASES
 
     base = summaries[0]["latency_s"]["mean"]
-    phases = [p for p in PHASES if any(s["breakdown_s"].get(p, 0.0) > 0 for s in summaries)]
+    phases = [p for p in PIPELINE_PHASES if any(s["breakdown_s"].get(p, 0.0) > 0 for s in summaries)]
     rows = []
     for label, summary in zip(labels, summaries):
         latency = summary["latency_s"]
@@ -83,10 +83,7 @@ def run(args) -> int:
     print(format_table(rows))
     out = Path(args.out) if args.out else dirs[0] / "plots"
     make_out_dir(out)
-    with (out / "compare.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out / "compare.csv", rows)
 
     from simulator.output.plots import plot_breakdown_bars
 

@@ -31,7 +31,7 @@ from topologies.devices import GpuSpec
 if TYPE_CHECKING:
     from simulator.model.kernel_table import CalibrationTable
 
-PHASES = ("prefill", "decode")
+WORKLOAD_PHASES = ("prefill", "decode")  # what one inference iteration is (workload.phase)
 BOUNDS = ("compute", "memory", "calibrated", "none")
 
 
@@ -301,8 +301,8 @@ class ComputeModel:
         MLA caches one latent of kv_lora_rank per token (replicated on every TP rank) and decodes
         with the absorbed (latent-space) form.
         """
-        if phase not in PHASES:
-            raise ScenarioError(f"must be one of {', '.join(PHASES)}, got {phase!r}", "phase")
+        if phase not in WORKLOAD_PHASES:
+            raise ScenarioError(f"must be one of {', '.join(WORKLOAD_PHASES)}, got {phase!r}", "phase")
         for value, field in ((tokens, "tokens"), (batch, "batch"), (context_len, "context_len")):
             _check_count(value, field)
         if tp < 1:

@@ -8,29 +8,15 @@ inputs are there, so stragglers, contention and overlap emerge from the events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from simulator.engine import collectives
 from simulator.engine.cluster import Cluster
+from simulator.output.records import Mark
 from simulator.planning.cost_model import replica_copy_bytes
 from simulator.scenario.system import System
-
-PHASES = ("attention", "predictor", "gate", "dispatch", "expert", "combine", "collective",
-          "replication", "optimizer")
-
-
-@dataclass(frozen=True)
-class Mark:
-    """GPU `rank` finished `layer` of `iteration` at `time_s` (layer -1: the iteration began)."""
-
-    rank: int
-    iteration: int
-    layer: int
-    time_s: float
-
 
 class MoEPipeline:
     """Runs `system`'s iterations back to back on `cluster`, one process per GPU."""

@@ -6,10 +6,7 @@ Nothing here reads engine internals (STYLE.md item 4): it takes the flat records
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from simulator.engine.cluster import COMM, COMPUTE, COPY, Span
+from simulator.output.records import PIPELINE_PHASES as PHASES
+from simulator.output.files import write_atomic, write_csv, write_json
+from simulator.output.records import Mark, RunRecords
 
 STREAMS = (COMPUTE, COMM, COPY)  # timeline thread ids, in this order
-from simulator.model.pipeline import PHASES, Mark
-from simulator.output.timeline import chrome_trace  # noqa: E402,F401  (moved there; still importable here)
 
 
 def spans_table(spans: list[Span]) -> dict[str, np.ndarray]:
@@ -69,18 +67,18 @@ def layer_end_times(marks: list[Mark], iterations: int, layers: int) -> np.ndarr
     return ends
 
 
-def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str, Any]):
-    """Return (summary dict, per-iteration/per-layer rows)."""
-    iterations = system.scenario.workload.iterations
-    stages = pipeline.stages()
+def summarize(records: RunRecords) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Return (summary dict, per-iteration/per-layer rows), computed from the run's records only."""
+    iterations = records.iterations
+    stages = records.stages
     layers = len(stages)
-    ends = layer_end_times(pipeline.marks, iterations, layers)
+    ends = layer_end_times(records.marks, iterations, layers)
     iteration_end = ends[:, -1]
     iteration_latency = np.diff(np.concatenate(([0.0], iteration_end)))
     layer_latency = np.diff(np.concatenate((np.concatenate(([0.0], iteration_end[:-1]))[:, None],
                                             ends[:, 1:]), axis=1), axis=1)
 
-    table = spans_table(cluster.spans)
+    table = spans_table(records.spans)
     # phases on the GPU streams; weight copies run on the copy engines, and what they cost is the
     # time experts waited for them (the `replication` spans on the compute stream)
     on_gpu = table["stream"] != STREAMS.index(COPY)
@@ -91,55 +89,56 @@ def summarize(system, cluster, pipeline, wall_s: float, scenario_dict: dict[str,
     per_iteration_phase = phase_time.sum(axis=1)
 
     makespan = float(iteration_end[-1]) if iterations else 0.0
-    skew = skewness(system)
+    skew = skewness(records)
     breakdown = {p: float(per_iteration_phase[:, i].mean()) for i, p in enumerate(PHASES)}
+    strategy = records.strategy
     summary = {
-        "scenario": scenario_dict,
-        "seed": system.scenario.seed,
+        "scenario": records.scenario,
+        "seed": records.seed,
         "iterations": iterations,
-        "gpus": system.gpus,
-        "tokens_per_iteration": system.tokens,
+        "gpus": records.gpus,
+        "tokens_per_iteration": records.tokens,
         "latency_s": {
             "mean": float(iteration_latency.mean()),
             "p50": float(np.percentile(iteration_latency, 50)),
             "p99": float(np.percentile(iteration_latency, 99)),
             "total": makespan,
         },
-        "throughput_tokens_per_s": system.tokens * iterations / makespan if makespan else 0.0,
+        "throughput_tokens_per_s": records.tokens * iterations / makespan if makespan else 0.0,
         "breakdown_s": breakdown,
         "overlap_s": float(sum(breakdown.values()) - iteration_latency.mean()),
         "skewness": {k: float(v.mean()) for k, v in skew.items()},
-        "predictor": {"name": system.strategy.name, "family": system.strategy.family,
-                      "error": system.strategy.error, "accuracy": system.strategy.accuracy,
-                      "overhead_s": breakdown["predictor"], "fit_s": system.strategy.fit_s},
-        "replicas": replica_summary(system, table, iterations),
-        "gpu_utilization": gpu_utilization(table, system.gpus, makespan),
-        "link_utilization": link_utilization(cluster, makespan),
-        "memory_GB": {f"gpu{r}": round(m.total / 1e9, 3) for r, m in enumerate(system.memory)},
-        "conservation": conservation(system),
-        "events": cluster.env.events_processed,
-        "wall_s": wall_s,
+        "predictor": {"name": strategy.name, "family": strategy.family,
+                      "error": strategy.error, "accuracy": strategy.accuracy,
+                      "overhead_s": breakdown["predictor"], "fit_s": strategy.fit_s},
+        "replicas": replica_summary(records, table),
+        "gpu_utilization": gpu_utilization(table, records.gpus, makespan),
+        "link_utilization": link_utilization(records, makespan),
+        "memory_GB": {f"gpu{r}": round(m / 1e9, 3) for r, m in enumerate(records.memory_bytes)},
+        "conservation": conservation(records),
+        "events": records.counters["events"],
+        "wall_s": records.counters["wall_s"],
     }
-    if "balancer" in system.strategy.notes:  # e.g. the ILP's MIP gap and the placement it kept
-        summary["balancer"] = system.strategy.notes["balancer"]
-    rows = iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages)
+    if "balancer" in strategy.notes:  # e.g. the ILP's MIP gap and the placement it kept
+        summary["balancer"] = strategy.notes["balancer"]
+    rows = iteration_rows(iteration_latency, layer_latency, phase_time, skew, records)
     return summary, rows
 
 
-def skewness(system) -> dict[str, np.ndarray]:
+def skewness(records: RunRecords) -> dict[str, np.ndarray]:
     """Per [iteration, moe layer]: expert-level max/mean load, and GPU-level before/after placement.
 
     `before` is the GPU imbalance of the static round-robin baseline; `after` that of the placement
     actually simulated (with its replica splits), both from the true routed pairs.
     """
-    plan = system.plan
-    expert_load = plan.expert_pairs.sum(axis=2)  # [I, L, E]
-    gpus = system.gpus
+    pairs = records.routing.expert_pairs
+    expert_load = pairs.sum(axis=2)  # [I, L, E]
+    gpus = records.gpus
     experts = expert_load.shape[-1]
     round_robin = np.zeros((experts, gpus))
     round_robin[np.arange(experts), np.arange(experts) % gpus] = 1.0
     before = expert_load @ round_robin
-    after = plan.expert_pairs.sum(axis=3)
+    after = pairs.sum(axis=3)
     return {"expert": _max_over_mean(expert_load), "before": _max_over_mean(before),
             "after": _max_over_mean(after)}
 
@@ -157,34 +156,33 @@ def gpu_utilization(table: dict[str, np.ndarray], gpus: int, makespan: float) ->
     return {f"gpu{r}": float(busy[r] / makespan) if makespan else 0.0 for r in range(gpus)}
 
 
-def link_utilization(cluster, makespan: float) -> dict[str, float]:
+def link_utilization(records: RunRecords, makespan: float) -> dict[str, float]:
     """Per link kind: bytes carried / (capacity x run time), averaged over the links of that kind."""
-    paths = cluster.paths
-    carried = cluster.net.bytes_on_link
+    links = records.links
     per_kind: dict[str, list[float]] = defaultdict(list)
-    for link, kind in enumerate(paths.link_kind):
-        capacity = paths.capacity_Bps[link] * makespan
-        per_kind[kind].append(float(carried[link] / capacity) if capacity else 0.0)
+    for link, kind in enumerate(links.kind):
+        capacity = links.capacity_Bps[link] * makespan
+        per_kind[kind].append(float(links.carried_bytes[link] / capacity) if capacity else 0.0)
     return {kind: float(np.mean(values)) for kind, values in sorted(per_kind.items())}
 
 
-def conservation(system) -> dict[str, int]:
-    """Pair and byte counts that must balance: routed = computed, dispatched = combined."""
-    plan = system.plan
-    token_bytes = system.model.hidden * system.model.dtype_bytes
-    remote = _off_diagonal(plan.dispatch_pairs)
-    experts = system.trace.experts[system.history: system.history + system.scenario.workload.iterations]
+def conservation(records: RunRecords) -> dict[str, int]:
+    """Pair and byte counts that must balance: routed = computed, dispatched = combined
+    (planned counts; tests check them against the network's own flow records)."""
+    routing = records.routing
+    token_bytes = routing.token_bytes
+    remote = _off_diagonal(routing.dispatch_pairs)
     block = {
-        "pairs_routed": int(np.prod(experts[:, :, : system.tokens].shape)),
-        "pairs_computed": int(plan.expert_pairs.sum()),
+        "pairs_routed": routing.routed_pairs,
+        "pairs_computed": int(routing.expert_pairs.sum()),
         "bytes_dispatched": remote * token_bytes,
         "bytes_combined": remote * token_bytes,
-        "pairs_presorted": plan.presorted_pairs,
+        "pairs_presorted": routing.presorted_pairs,
     }
-    if plan.combine_pairs is not None:  # token residency expert: the combine is its own matrix
-        kv = plan.kv_bytes.copy()
+    if routing.combine_pairs is not None:  # token residency expert: the combine is its own matrix
+        kv = routing.kv_bytes.copy()
         kv[..., np.arange(kv.shape[-1]), np.arange(kv.shape[-1])] = 0.0
-        block["bytes_combined"] = _off_diagonal(plan.combine_pairs) * token_bytes
+        block["bytes_combined"] = _off_diagonal(routing.combine_pairs) * token_bytes
         block["bytes_kv_exchanged"] = int(round(float(kv.sum())))
     return block
 
@@ -193,36 +191,36 @@ def _off_diagonal(pairs: np.ndarray) -> int:
     return int(pairs.sum() - np.trace(pairs, axis1=2, axis2=3).sum())
 
 
-def replica_summary(system, table=None, iterations: int = 1) -> dict[str, float]:
+def replica_summary(records: RunRecords, table=None) -> dict[str, float]:
     """Mean replicas added per iteration (beyond one per expert), weight copies made, and how long
     copies were in flight per iteration (any copy engine busy; `breakdown_s.replication` is the
     part of it experts waited for)."""
-    placements, copies = system.strategy.placements, system.strategy.copies
-    extra = [sum(len(g) - 1 for layer in p.replicas for g in layer) for p in placements]
-    count = int(sum(len(c) for c in copies))
-    summary = {"extra_per_iteration": float(np.mean(extra)),
+    strategy = records.strategy
+    count = strategy.copies
+    summary = {"extra_per_iteration": float(np.mean(strategy.extra_replicas)),
                "copies": count,
-               "copies_per_iteration": count / max(len(placements), 1),
-               "copied_bytes": float(count * system.model.expert_bytes)}
+               "copies_per_iteration": count / max(len(strategy.extra_replicas), 1),
+               "copied_bytes": strategy.copied_bytes}
     if table is not None:
         on_copy = table["stream"] == STREAMS.index(COPY)
         active = union_lengths(np.zeros(int(on_copy.sum()), dtype=np.int64), table["start"][on_copy],
                                table["end"][on_copy], 1)
-        summary["copy_active_s"] = float(active[0]) / max(iterations, 1)
+        summary["copy_active_s"] = float(active[0]) / max(records.iterations, 1)
     return summary
 
 
-def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, stages) -> list[dict[str, Any]]:
+def iteration_rows(iteration_latency, layer_latency, phase_time, skew, records: RunRecords
+                   ) -> list[dict[str, Any]]:
     """One row per iteration (`layer` = all), then one per stage: forward layers by index, and in
     training `bwdN` (backward of layer N) and `optimizer`."""
-    moe_index = {str(layer): i for i, layer in enumerate(system.model.moe_layer_indices)}
+    moe_index = {str(layer): i for i, layer in enumerate(records.moe_layers)}
     rows = []
     for it in range(len(iteration_latency)):
         row = {"iteration": it, "layer": "all", "latency_s": float(iteration_latency[it])}
         row.update({f"{p}_s": float(phase_time[it, :, i].sum()) for i, p in enumerate(PHASES)})
         row.update({f"skewness_{k}": float(v[it].mean()) for k, v in skew.items()})
         rows.append(row)
-        for layer, label in enumerate(stages):
+        for layer, label in enumerate(records.stages):
             row = {"iteration": it, "layer": label, "latency_s": float(layer_latency[it, layer])}
             row.update({f"{p}_s": float(phase_time[it, layer, i]) for i, p in enumerate(PHASES)})
             moe = moe_index.get(label)
@@ -232,23 +230,11 @@ def iteration_rows(iteration_latency, layer_latency, phase_time, skew, system, s
     return rows
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a reader never sees a half-written result."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]],
                   trace: dict[str, Any]) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "timeline.json", json.dumps(trace))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(out_dir / "iterations.csv", buffer.getvalue())
+    write_csv(out_dir / "iterations.csv", rows)
     # summary last: its presence marks a complete result directory
-    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    write_json(out_dir / "summary.json", summary)

@@ -256,7 +256,7 @@ def chrome_trace(spans: Sequence[Span], gpus: int, flows: Iterable[Any] | None =
                  ) -> dict[str, Any]:
     """The trace-event JSON object of a run (module doc for the layout).
 
-    `flows` (flow records) with `paths` (the `PathTable`: link kinds and capacities) add the
+    `flows` (flow records) with `paths` (`LinkRecords` or a `PathTable`: link kinds and capacities) add the
     network counters; `expert_load` = (MoE layer indices, before, after) adds the load counters.
     `stages` labels the spans' `layer` indices (the pipeline's ``stages()``: ``"0"``, ...,
     ``"bwd0"``, ``"optimizer"`` in training; default the indices), and the pipeline's `marks`
@@ -272,40 +272,22 @@ def chrome_trace(spans: Sequence[Span], gpus: int, flows: Iterable[Any] | None =
     if expert_load is not None and bounds.size:
         events += expert_load_events(bounds, stages, *expert_load)
     if flows is not None and paths is not None:
+        link_kind = getattr(paths, "kind", None) or paths.link_kind  # LinkRecords or a PathTable
         capacity = np.asarray(paths.capacity_Bps, dtype=float)
-        series = link_utilization_series(flows, paths.link_kind, capacity)
+        series = link_utilization_series(flows, link_kind, capacity)
         events += network_events(series, gpus + 1)
-        other["links"] = {kind: {"count": int(sum(1 for k in paths.link_kind if k == kind)),
-                                 "capacity_Bps": float(sum(c for k, c in zip(paths.link_kind, capacity)
+        other["links"] = {kind: {"count": int(sum(1 for k in link_kind if k == kind)),
+                                 "capacity_Bps": float(sum(c for k, c in zip(link_kind, capacity)
                                                            if k == kind))} for kind in series}
         other["link_utilization_model"] = UTILIZATION_MODEL
     return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": other}
 
 
-def expert_load(system: Any) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """(MoE layer indices, before, after): pairs per [iteration, MoE layer, GPU].
-
-    `after` from the routing plan actually simulated; `before` the same pairs placed by static
-    round-robin (expert e on GPU e mod gpus), as summary.json's ``skewness.before``.
-    """
-    pairs = system.plan.expert_pairs  # [I, L, G, E]
-    gpus, experts = pairs.shape[2], pairs.shape[3]
-    round_robin = np.zeros((experts, gpus))
-    round_robin[np.arange(experts), np.arange(experts) % gpus] = 1.0
-    before = pairs.sum(axis=2) @ round_robin
-    return list(system.model.moe_layer_indices), before, pairs.sum(axis=3).astype(float)
-
-
-def run_timeline(cluster: Any, system: Any, pipeline: Any = None) -> dict[str, Any]:
-    """Everything a simulated run records, as trace-event JSON (what `moesim run` writes).
-
-    `pipeline` (the `MoEPipeline` or `TrainingPipeline` that ran) gives the stage labels and the
-    marks; without it stages are labelled by index and timed by their spans.
-    """
-    stages = pipeline.stages() if pipeline is not None else None
-    marks = pipeline.marks if pipeline is not None else None
-    return chrome_trace(cluster.spans, system.gpus, cluster.net.records(), cluster.paths,
-                        expert_load(system), stages, marks)
+def run_timeline(records: Any) -> dict[str, Any]:
+    """Everything a simulated run records (`RunRecords`), as trace-event JSON (what `moesim run`
+    writes): spans, stage bounds from the marks, network counters from the flows, expert load."""
+    return chrome_trace(records.spans, records.gpus, records.flows, records.links,
+                        records.expert_load(), list(records.stages), records.marks)
 
 
 # ------------------------------------------------------------------ reading

@@ -10,13 +10,11 @@ re-plan interval, so its copies are counted against the iterations they serve.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.output.summary import write_atomic
+from simulator.output.files import write_csv as write_table
 from simulator.scenario.run import simulate
 from simulator.scenario.schema import Scenario
 from simulator.studies.workers import worker_pool
@@ -261,11 +259,7 @@ def expert_regime(scenario: Scenario) -> tuple[float, bool]:
 
 
 def write_csv(path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
+    write_table(path, rows, COLUMNS)
 
 
 def describe(row: dict[str, Any]) -> str:

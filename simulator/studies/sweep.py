@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import csv
 import hashlib
-import io
 import itertools
 import json
 import math
@@ -33,8 +31,8 @@ from typing import Any
 
 from safeio import InputError, read_json
 from simulator.errors import USER_ERRORS, ScenarioError
-from simulator.model.pipeline import PHASES
-from simulator.output.summary import write_atomic
+from simulator.output.records import PIPELINE_PHASES
+from simulator.output.files import csv_text, write_atomic
 from simulator.studies.workers import worker_pool
 from simulator.scenario.schema import (
     Scenario,
@@ -52,7 +50,7 @@ METRIC_COLUMNS = (
     ("latency_p50_s", ("latency_s", "p50")),
     ("latency_p99_s", ("latency_s", "p99")),
     ("throughput_tokens_per_s", ("throughput_tokens_per_s",)),
-    *((f"{phase}_s", ("breakdown_s", phase)) for phase in PHASES),
+    *((f"{phase}_s", ("breakdown_s", phase)) for phase in PIPELINE_PHASES),
     ("skewness_expert", ("skewness", "expert")),
     ("skewness_before", ("skewness", "before")),
     ("skewness_after", ("skewness", "after")),
@@ -268,11 +266,7 @@ def simulate_variant(scenario: Scenario, source: str, timeline: bool = False) ->
     from simulator.scenario.run import simulate
 
     result = simulate(scenario, source)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(result.rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(result.rows)
-    files = {"iterations.csv": buffer.getvalue()}
+    files = {"iterations.csv": csv_text(result.rows, list(result.rows[0]))}
     if timeline:
         files["timeline.json"] = json.dumps(result.timeline())
     files["summary.json"] = json.dumps(result.summary, indent=2) + "\n"  # last: marks a complete run
@@ -336,12 +330,8 @@ def results_rows(sweep: Sweep, summaries: dict[str, dict[str, Any]]) -> list[dic
 
 
 def write_results_csv(path: Path, sweep: Sweep, summaries: dict[str, dict[str, Any]]) -> None:
-    buffer = io.StringIO()
     columns = ["id", *sweep.keys, *(c for c, _ in METRIC_COLUMNS)]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(results_rows(sweep, summaries))
-    write_atomic(path, buffer.getvalue())
+    write_atomic(path, csv_text(results_rows(sweep, summaries), columns))
 
 
 @contextmanager

@@ -32,7 +32,7 @@ def test_every_routed_pair_is_computed_exactly_once(make_scenario):
 def test_network_bytes_of_dispatch_equal_combine(make_scenario):
     result = simulate(make_scenario())
     sent = {"dispatch": 0.0, "combine": 0.0}
-    for span in result.cluster.spans:
+    for span in result.spans:
         if span.phase in sent:
             sent[span.phase] += span.bytes
     assert sent["dispatch"] == sent["combine"] > 0
@@ -65,7 +65,7 @@ def test_two_gpu_dispatch_equals_the_collective_alone(make_scenario):
         topology={"builder": "nvlink_mesh", "gpus": 2, "device": "a100-sxm4-80gb"},
         parallelism={"attention": "dp"}, workload={"batch": 2, "iterations": 1}))
     system = result.system
-    spans = [s for s in result.cluster.spans if s.phase == "dispatch" and s.layer == 0 and s.gpu == 0]
+    spans = [s for s in result.spans if s.phase == "dispatch" and s.layer == 0 and s.gpu == 0]
     assert len(spans) == 1
     matrix = system.plan.dispatch_pairs[0, 0] * float(system.model.hidden * system.model.dtype_bytes)
     np.fill_diagonal(matrix, 0.0)
@@ -99,7 +99,7 @@ def test_pcie_spends_a_larger_share_in_all_to_all_than_nvlink(make_scenario):
 def test_shared_experts_overlap_the_dispatch(make_scenario, tiny_model):
     model = {**tiny_model, "shared_experts": 1, "shared_ffn": 4096}
     result = simulate(make_scenario(model=model))
-    spans = result.cluster.spans
+    spans = result.spans
     for rank in range(4):
         dispatch = [s for s in spans if s.gpu == rank and s.phase == "dispatch"]
         compute = [s for s in spans if s.gpu == rank and s.stream == "compute" and s.phase == "expert"]

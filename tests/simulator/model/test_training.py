@@ -28,7 +28,7 @@ def expert_flops(result, backward: bool) -> np.ndarray:
     """[iterations, layers, gpus] FLOPs of expert kernels in the forward or backward stages."""
     layers = result.system.model.layers
     flops = np.zeros((2, layers, 4))
-    for span in result.cluster.spans:
+    for span in result.spans:
         if span.phase != "expert" or span.stream != "compute":
             continue
         is_backward = layers <= span.layer < 2 * layers
@@ -58,7 +58,7 @@ def test_backward_all_to_alls_mirror_the_forward_ones():
     result = simulate(training())
     layers = result.system.model.layers
     sent = {}
-    for span in result.cluster.spans:
+    for span in result.spans:
         if span.phase in ("dispatch", "combine"):
             direction = "bwd" if span.layer >= layers else "fwd"
             sent[span.phase, direction] = sent.get((span.phase, direction), 0.0) + span.bytes
@@ -77,7 +77,7 @@ def test_training_step_costs_more_than_a_forward_pass_and_ends_with_the_optimize
 
 def test_gradient_all_reduce_overlaps_the_next_layers_backward():
     result = simulate(training())
-    spans = result.cluster.spans
+    spans = result.spans
     syncs = [s for s in spans if s.name == "grad_all_reduce"]
     assert syncs
     compute = [s for s in spans if s.stream == "compute"]
@@ -90,7 +90,7 @@ def test_forecast_guided_replacement_pays_weight_and_optimizer_migration():
         workload={"iterations": 4, "trace": {"synthetic": {"skewness": 3.0}}},
         predictor={"kind": "distribution.window", "history": 3, "replan_every": 2},
         balancer={"kind": "greedy_duplication", "objective": "tokens"}))  # copies even if they cost
-    copies = [s for s in result.cluster.spans if s.phase == "replication" and s.stream == "copy"]
+    copies = [s for s in result.spans if s.phase == "replication" and s.stream == "copy"]
     assert copies
     model = result.system.model
     assert all(s.bytes == model.expert_params * (model.dtype_bytes + 12) for s in copies)

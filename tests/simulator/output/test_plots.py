@@ -34,7 +34,7 @@ def write_run(out: Path, model=MODEL, topology=None, parallelism=None, workload=
                         "trace": {"synthetic": {"skewness": 1.4}}, **(workload or {})},
            **({"parallelism": parallelism} if parallelism else {}), **sections}
     result = simulate(validate_scenario(raw))
-    write_results(out, result.summary, result.rows, run_timeline(result.cluster, result.system))
+    write_results(out, result.summary, result.rows, run_timeline(result))
     return out
 
 
@@ -95,7 +95,7 @@ def test_plot_accepts_a_timeline_without_network_or_load_counters(result_dir, tm
     """A timeline from spans alone (older moesim) still plots; the missing panels say why."""
     import json
 
-    from simulator.output.summary import chrome_trace
+    from simulator.output.timeline import chrome_trace
 
     bare = tmp_path / "bare"
     shutil.copytree(result_dir, bare, ignore=shutil.ignore_patterns("plots"))

@@ -8,14 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.engine.cluster import Cluster, CountingEnvironment
 from simulator.engine.network import FlowRecord
-from simulator.output.summary import chrome_trace as results_chrome_trace
-from simulator.output.summary import summarize
+from simulator.output.timeline import chrome_trace as results_chrome_trace
 from simulator.scenario.run import simulate
-from simulator.scenario.schema import scenario_to_dict, validate_scenario
-from simulator.scenario.system import build_system
-from simulator.model.training_step import TrainingPipeline
+from simulator.scenario.schema import validate_scenario
 from simulator.output.timeline import copy_lanes, link_utilization_series, read_timeline, run_timeline
 
 # tiny Mixtral-shaped model (conftest's TINY_MODEL); oracle balancing at high skew makes replica
@@ -34,7 +30,7 @@ def run():
         "predictor": {"kind": "oracle.token"}, "balancer": {"kind": "oracle", "objective": "tokens"},
     })
     result = simulate(scenario)
-    trace = json.loads(json.dumps(run_timeline(result.cluster, result.system)))  # as written
+    trace = json.loads(json.dumps(run_timeline(result)))  # as written
     return result, trace
 
 
@@ -77,7 +73,7 @@ def test_slices_are_the_spans_in_microseconds_with_iteration_and_layer(run):
     gpu_slices = sorted(((e["pid"], e["ts"], e["dur"], e["name"], e["args"]["iteration"], e["args"]["layer"])
                          for e in trace["traceEvents"] if e["ph"] == "X" and e["pid"] < result.system.gpus))
     spans = sorted((s.gpu, s.start_s * 1e6, (s.end_s - s.start_s) * 1e6, s.name, s.iteration, s.layer)
-                   for s in result.cluster.spans)
+                   for s in result.spans)
     assert gpu_slices == spans  # ts == start_s * 1e6 exactly, after the JSON round trip
 
 
@@ -168,11 +164,11 @@ def test_expert_load_counters_are_the_routed_pairs_per_gpu(run):
 
 def test_results_chrome_trace_builds_from_spans_alone(run):
     result, _ = run
-    trace = results_chrome_trace(result.cluster.spans, result.system.gpus)
+    trace = results_chrome_trace(result.spans, result.system.gpus)
     names = set(process_ids(trace))
     assert "run" in names and "network" not in names
     assert sum(e["ph"] == "X" and e["pid"] < result.system.gpus for e in trace["traceEvents"]) == \
-        len(result.cluster.spans)
+        len(result.spans)
 
 
 def test_read_timeline_recovers_slices_tracks_and_counters(run, tmp_path):
@@ -181,7 +177,7 @@ def test_read_timeline_recovers_slices_tracks_and_counters(run, tmp_path):
     path.write_text(json.dumps(trace))
     timeline = read_timeline(path)
     assert timeline.gpus == result.system.gpus
-    assert len(timeline.slices["gpu"]) == len(result.cluster.spans)
+    assert len(timeline.slices["gpu"]) == len(result.spans)
     assert set(timeline.slices["stream"]) == {"compute", "comm", "copy"}
     assert timeline.iterations.shape == (3, 2)
     assert set(timeline.links) == set(result.summary["link_utilization"])
@@ -210,14 +206,9 @@ def test_training_stages_are_labelled_and_timed_as_iterations_csv():
         "workload": {"mode": "training", "batch": 4, "seq_len": 128, "iterations": 2,
                      "trace": {"synthetic": {"skewness": 1.4}}},
     })
-    system = build_system(scenario)
-    env = CountingEnvironment()
-    cluster = Cluster(env, system.graph)
-    pipeline = TrainingPipeline(cluster, system)
-    pipeline.start()
-    env.run()
-    summary, rows = summarize(system, cluster, pipeline, 0.0, scenario_to_dict(scenario))
-    trace = json.loads(json.dumps(run_timeline(cluster, system, pipeline)))
+    records = simulate(scenario)
+    system, rows = records.system, records.rows
+    trace = json.loads(json.dumps(run_timeline(records)))
     pid = process_ids(trace)["run"]
     stages = sorted(slices_by_track(trace)[pid, 1], key=lambda e: e["ts"])
     stage_rows = [r for r in rows if r["layer"] != "all"]

@@ -64,7 +64,7 @@ def test_perfect_dependency_with_expert_residency_and_ilp_sends_no_cross_gpu_byt
 def test_network_records_carry_the_bytes_summary_counts(tmp_path):
     result = simulate(scenario(perfect_trace(tmp_path / "perfect.npz", seed=1), balancer="static"))
     sent = {"dispatch": 0.0, "combine": 0.0, "kv": 0.0}
-    for span in result.cluster.spans:
+    for span in result.spans:
         if span.phase in ("dispatch", "combine"):
             sent[span.phase] += span.bytes
         elif span.name == "kv_all_to_all":

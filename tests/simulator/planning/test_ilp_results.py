@@ -36,8 +36,8 @@ def measure(scenario: str, overrides: list[str]) -> dict:
         result = simulate(load_scenario(str(ROOT / scenario), overrides))
     summary = result.summary
     c = summary["conservation"]
-    graph, links = result.system.graph, result.cluster.paths.links
-    carried = result.cluster.net.bytes_on_link
+    graph, links = result.system.graph, result.links.ends
+    carried = result.links.carried_bytes
     nic_out = sum(float(carried[i]) for i, (u, v) in enumerate(links)  # NIC -> fabric: leaves a node
                   if graph.nodes[u]["kind"] == "nic" and graph.nodes[v]["kind"] == "switch")
     kv = c.get("bytes_kv_exchanged", 0)

@@ -71,7 +71,7 @@ def test_hysteresis_keeps_the_resident_placement_when_the_gain_is_small():
 
 
 def spans(result, phase, stream):
-    return [s for s in result.cluster.spans if s.phase == phase and s.stream == stream]
+    return [s for s in result.spans if s.phase == phase and s.stream == stream]
 
 
 @pytest.mark.slow
@@ -99,7 +99,7 @@ def test_prefetched_copies_start_before_their_layer_and_waits_are_the_replicatio
     late_start = min(s.start_s for s in spans(late, "replication", "copy") if s.layer == 3)
     early_start = min(s.start_s for s in spans(early, "replication", "copy") if s.layer == 3)
     assert early_start < late_start
-    attention = [s for s in late.cluster.spans if s.phase == "attention" and s.layer == 3
+    attention = [s for s in late.spans if s.phase == "attention" and s.layer == 3
                  and s.iteration == 0]
     assert late_start >= min(s.start_s for s in attention)
     assert early.summary["breakdown_s"]["replication"] < late.summary["breakdown_s"]["replication"]

@@ -79,7 +79,7 @@ def test_token_predictor_size_gives_a_u_shaped_latency():
 def test_greedy_oracle_pulls_the_slowest_gpu_expert_time_towards_the_mean():
     def expert_time_per_gpu(result):
         busy = np.zeros(4)
-        for span in result.cluster.spans:
+        for span in result.spans:
             if span.phase == "expert" and span.stream == "compute":
                 busy[span.gpu] += span.end_s - span.start_s
         return busy
@@ -105,7 +105,7 @@ def test_predictor_is_scored_on_held_out_iterations_only():
 
 def test_predictor_overhead_and_replica_copies_are_events():
     result = simulate(scenario({"kind": "token.ffn", "size": 64}))
-    spans = result.cluster.spans
+    spans = result.spans
     assert any(s.phase == "predictor" for s in spans)
     copies = [s for s in spans if s.phase == "replication" and s.stream == "copy"]
     assert copies and all(s.stream == "copy" and s.bytes > 0 for s in copies)
@@ -118,7 +118,7 @@ def test_predictor_overhead_and_replica_copies_are_events():
 
 def test_experts_wait_for_their_replica_weights():
     result = simulate(scenario({"kind": "oracle.token"}, balancer="oracle", skewness=3.5))
-    spans = result.cluster.spans
+    spans = result.spans
     copies = [s for s in spans if s.phase == "replication" and s.stream == "copy"]
     assert copies
     for copy in copies:

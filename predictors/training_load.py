@@ -303,6 +303,11 @@ def forecast_origins(steps: int, boundary: int, horizons: list[int], history: in
     """
     longest = max(horizons)
     first, last = boundary + history - 1, steps - 1 - longest
+    if first > last and steps - 1 - first < 1:
+        raise PredictorError(
+            f"the trace's stable part is too short for any forecast: stable from step {boundary} of "
+            f"{steps}, and a forecast needs {history} stable steps of history (--window); lower "
+            "--window or record more steps", "horizon")
     if first > last:
         raise PredictorError(
             f"{longest} steps do not fit in the stable part: stable from step {boundary} of "

@@ -12,7 +12,7 @@ The text becomes one token stream, cut into sequences of `max_length` tokens (ea
 independent forward pass, no padding); an iteration is `tokens_per_iteration /
 max_length` consecutive sequences; a tail shorter than one iteration is dropped.
 
-torch and transformers are imported only when recording (``pip install "moesim[record]"``).
+torch and transformers are imported only when recording (``pip install -e ".[record]"``, which includes torch).
 Nothing is downloaded unless the model is a hub name (``org/name``) that is not a local path.
 """
 
@@ -419,7 +419,8 @@ def _import_backends():
         import transformers
     except ImportError as error:
         raise WorkloadError(f"recording needs torch and transformers ({error}); install them "
-                            "with pip install 'moesim[record]'", "--model") from None
+                            "with pip install -e \".[record]\" in the moesim checkout (the extra "
+                            "includes torch)", "--model") from None
     return torch, transformers
 
 

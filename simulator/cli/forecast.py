@@ -75,7 +75,27 @@ def _methods(text: str) -> tuple[str, ...]:
     if not methods or unknown:
         raise ScenarioError(f"must be a comma-separated subset of {','.join(METHODS)}; got "
                             f"{text!r}", "--methods")
-    return tuple(dict.fromkeys(methods))
+    methods = tuple(dict.fromkeys(methods))
+    _check_backends(methods)
+    return methods
+
+
+# optional libraries some methods need, looked up without importing them (torch takes seconds)
+BACKENDS = {"lstm": ("torch", "lstm"), "arima": ("statsmodels", "forecast")}
+
+
+def _check_backends(methods: tuple[str, ...]) -> None:
+    """Fail in a millisecond, naming the option the user can change, when a method's library is
+    missing (instead of after the other methods ran, naming a predictor the user never set)."""
+    import importlib.util
+
+    for method in methods:
+        module, extra = BACKENDS.get(method, (None, None))
+        if module is not None and importlib.util.find_spec(module) is None:
+            others = ",".join(m for m in methods if m not in BACKENDS or
+                              importlib.util.find_spec(BACKENDS[m][0]) is not None) or "window"
+            raise ScenarioError(f"{method} needs {module} (pip install -e \".[{extra}]\"); without "
+                                f"it use --methods {others}", "--methods")
 
 
 def _positive(value: int, name: str) -> int:

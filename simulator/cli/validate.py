@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from simulator.scenario.schema import load_scenario
+from pathlib import Path
+
+from simulator.scenario.schema import load_scenario, read_yaml_mapping
 from simulator.scenario.system import build_system
 
 HELP = "check a scenario (schema, model, topology, trace, placement, memory) without simulating"
@@ -15,9 +17,31 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if _is_sweep(args.scenario):
+        return _validate_sweep(args)
     scenario = load_scenario(args.scenario, args.overrides)
     system = build_system(scenario, source=args.scenario)
     peak = max(m.total for m in system.memory) / 1e9
     print(f"{args.scenario}: ok ({system.model.name}, {system.gpus} GPUs, {system.tokens} tokens per "
           f"iteration, {system.scenario.workload.iterations} iterations, peak memory {peak:.1f} GB per GPU)")
+    return 0
+
+
+def _is_sweep(path: str) -> bool:
+    """A sweep file names a base scenario (or an inline one) and keys to vary."""
+    from simulator.studies.sweep import SWEEP_KEYS
+
+    raw = read_yaml_mapping(Path(path))
+    return ("base" in raw or ("scenario" in raw and isinstance(raw["scenario"], dict))) and set(
+        raw) <= set(SWEEP_KEYS)
+
+
+def _validate_sweep(args) -> int:
+    """Every variant of a sweep, each through the same checks as one scenario."""
+    from simulator.studies.sweep import check_variants, load_sweep
+
+    sweep = load_sweep(args.scenario, args.overrides)
+    for line in check_variants(sweep):
+        print(line)
+    print(f"{args.scenario}: ok ({len(sweep.variants)} variants)")
     return 0

@@ -7,6 +7,8 @@ Schema errors become one `ScenarioError` whose field is the YAML path
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,9 +165,33 @@ def load_scenario(path: str | Path, overrides: list[str] = ()) -> Scenario:
     path = Path(path)
     raw = read_yaml_mapping(path)
     raw.setdefault("base_dir", str(path.resolve().parent))
+    before = copy.deepcopy(raw)
     for override in overrides:
         apply_override(raw, override)
+    follow_gpu_count(before, raw, overrides)
     return validate_scenario(raw, source=str(path))
+
+
+def follow_gpu_count(before: dict[str, Any], raw: dict[str, Any], overrides: list[str]) -> None:
+    """`--set topology.gpus=8` on a scenario written for 4 GPUs: an `ep` (and attention `tp`)
+    that spanned every GPU keeps spanning every GPU unless set too, and a name that says
+    ``4xa100`` says ``8xa100`` (a run must not carry its 4-GPU name on 8 GPUs)."""
+    keys = {o.partition("=")[0].strip() for o in overrides}
+    old_topo, new_topo = before.get("topology"), raw.get("topology")
+    if "topology.gpus" not in keys or not isinstance(old_topo, dict) or not isinstance(new_topo, dict):
+        return
+    old, new = old_topo.get("gpus"), new_topo.get("gpus")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new)) or old == new:
+        return
+    parallelism = raw.get("parallelism")
+    if isinstance(parallelism, dict):
+        for key in ("ep", "tp"):
+            if f"parallelism.{key}" not in keys and parallelism.get(key) == old:
+                parallelism[key] = new
+    name = raw.get("name")
+    if "name" not in keys and isinstance(name, str):
+        renamed = re.sub(rf"(?<![0-9.]){old}x(?=[a-z])", f"{new}x", name)
+        raw["name"] = renamed if renamed != name else f"{name}-{new}gpus"
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:

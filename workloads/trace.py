@@ -10,12 +10,19 @@ stays vectorised. On disk (DESIGN.md section 6) it is one ``.npz``:
 - ``weights``   float32 like ``experts`` (optional, the gate probabilities of the choices);
 - ``meta``      a one-element string array holding a JSON object (model, dataset, source,
   num_experts, generator parameters).
+
+A run reads routing through `TraceSource`: one iteration at a time, one MoE layer after another
+(`layer_choices`). A `RoutingTrace` is a source held in memory; `workloads.synthetic.SyntheticTrace`
+generates its iterations on demand, so the simulator's memory does not grow with tokens.
 """
 
 import json
 import os
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +31,23 @@ from workloads.npz import load_npz, save_npz_atomic
 from workloads.models import ModelSpec
 
 _OPTIONAL = ("token_ids", "features", "weights")
+
+
+class TraceSource(Protocol):
+    """Routing a run reads iteration by iteration (shapes as `RoutingTrace`'s)."""
+
+    iterations: int
+    layers: int
+    tokens: int
+    top_k: int
+    num_experts: int
+    meta: dict
+
+    def layer_choices(self, iteration: int) -> Iterator[np.ndarray]:
+        """[tokens, top_k] expert ids of each MoE layer of one iteration, in layer order."""
+
+    def materialise(self) -> "RoutingTrace":
+        """The whole trace in memory (token-level predictors read it)."""
 
 
 @dataclass(eq=False)  # arrays: == would be elementwise, so compare fields explicitly
@@ -71,6 +95,15 @@ class RoutingTrace:
     def load_counts(self) -> np.ndarray:
         """[iterations, layers, experts] token counts (all top-k choices), in one bincount."""
         return load_counts(self.experts, self.num_experts)
+
+    # --- the TraceSource interface ----------------------------------------------------------
+    def layer_choices(self, iteration: int) -> Iterator[np.ndarray]:
+        """[tokens, top_k] choices of each MoE layer of one iteration (views, no copy)."""
+        for layer in range(self.layers):
+            yield self.experts[iteration, layer]
+
+    def materialise(self) -> "RoutingTrace":
+        return self
 
     # --- checks and views ----------------------------------------------------------------
     def check_against(self, model: ModelSpec, field: str = "workload.trace") -> None:

@@ -173,9 +173,10 @@ def conservation(system) -> dict[str, int]:
     plan = system.plan
     token_bytes = system.model.hidden * system.model.dtype_bytes
     remote = _off_diagonal(plan.dispatch_pairs)
-    experts = system.trace.experts[system.history: system.history + system.scenario.workload.iterations]
+    trace = system.trace
     block = {
-        "pairs_routed": int(np.prod(experts[:, :, : system.tokens].shape)),
+        "pairs_routed": int(system.scenario.workload.iterations * trace.layers * system.tokens
+                            * trace.top_k),
         "pairs_computed": int(plan.expert_pairs.sum()),
         "bytes_dispatched": remote * token_bytes,
         "bytes_combined": remote * token_bytes,

@@ -27,13 +27,15 @@ class RunResult:
         return run_timeline(self.cluster, self.system, self.pipeline)
 
 
-def simulate(scenario: Scenario, source: str = "scenario", on_iteration=None) -> RunResult:
+def simulate(scenario: Scenario, source: str = "scenario", on_iteration=None,
+             on_progress=None) -> RunResult:
     """Build the system, run every iteration as events, and summarise the records.
 
-    `on_iteration(i)` is called as GPU 0 finishes iteration i (for progress bars).
+    `on_iteration(i)` is called as GPU 0 finishes iteration i (for progress bars);
+    `on_progress(stage, done, total)` while the trace is read and planned (`build_system`).
     """
     started = time.perf_counter()
-    system = build_system(scenario, source)
+    system = build_system(scenario, source, on_progress)
     env = CountingEnvironment()
     cluster = Cluster(env, system.graph, alpha_s=scenario.network.alpha_us * 1e-6,
                       network_model=scenario.network.model)

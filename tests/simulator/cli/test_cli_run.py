@@ -105,3 +105,32 @@ def test_progress_bar_counts_iterations_on_stderr(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", DEFAULT, "--out", tmp_path, "--progress", *FAST)
     assert code == 0
     assert "2/2" in err and "iteration" in err
+
+
+def test_validate_checks_the_trace_without_building_it(tmp_path, capsys, monkeypatch):
+    from simulator.scenario import traces
+
+    def never(*args, **kwargs):
+        raise AssertionError("validate must not generate the trace")
+
+    monkeypatch.setattr(traces, "synthetic_trace", never)
+    code, out, err = run_cli(capsys, "validate", ROOT / "scenarios" / "deepseek-v3-4x8xh100-ib.yaml",
+                             "--set", "workload.phase=prefill", "--set", "workload.seq_len=16384",
+                             "--set", "workload.batch=32")
+    assert code == 0, err
+    assert "524288 tokens per iteration" in out and "trace 10 x 58 x 524288 x 8 checked" in out
+    code, _, err = run_cli(capsys, "validate", DEFAULT, "--set",
+                           "workload.trace={synthetic: {skewness: 9}}")
+    assert code == 2 and "workload.trace.synthetic.skewness" in err
+
+
+def test_validate_reads_a_trace_file_header_only(tmp_path, capsys, monkeypatch):
+    from workloads.models import model_spec
+    from workloads.synthetic import generate_trace
+    from workloads.trace import RoutingTrace
+
+    generate_trace(model_spec("olmoe-1b-7b"), iterations=2, tokens=512, seed=0).save(tmp_path / "o.npz")
+    monkeypatch.setattr(RoutingTrace, "load", None)  # would fail if called
+    code, _, err = run_cli(capsys, "validate", DEFAULT,
+                           "--set", f"workload.trace={{file: {tmp_path / 'o.npz'}}}")
+    assert code == 2 and "workload.trace.file" in err and "MoE layers = 16 but model mixtral-8x7b has 32" in err

@@ -24,9 +24,8 @@ from simulator.model.compute import ComputeModel
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.model.memory import MemoryUse, check_fits, gpu_memory_use
 from simulator.planning.cost_model import ReplicaCostModel, replica_copy_bytes
-from simulator.planning.placement import PlacementRequest, balancers, make_placement
-from simulator.planning.strategy import (PREDICTOR_RUN_KEYS, Strategy, plan_strategy,
-                                         predictor_settings)
+from simulator.planning.placement import PlacementRequest, make_placement
+from simulator.planning.strategy import Strategy, plan_strategy, predictor_settings
 from simulator.model.routing import (Ownership, RoutingPlan, owner_bounds, owner_expert_counts,
                                      plan_expert_residency, plan_routing, plan_routing_tokens,
                                      token_ownership)
@@ -94,15 +93,6 @@ def check_system(scenario: Scenario, source: str = "scenario") -> SystemCheck:
 def _check(scenario: Scenario) -> SystemCheck:
     base = _resolve(scenario)
     shape = check_trace(scenario, base["model"], base["tokens"], base["history"])
-    spec = base["predictor_spec"]
-    if spec.get("kind", "none") != "none":  # hyper-parameters checked, nothing fitted
-        from predictors.registry import make_predictor
-
-        make_predictor({k: v for k, v in spec.items() if k not in PREDICTOR_RUN_KEYS})
-    known = balancers()
-    if scenario.balancer.kind not in known:
-        raise ScenarioError(f"unknown balancer {scenario.balancer.kind!r}; known: "
-                            f"{', '.join(known)}", "balancer.kind")
     return SystemCheck(scenario, base["model"], base["gpus"], base["tokens"], shape, base["memory"])
 
 

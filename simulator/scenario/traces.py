@@ -81,6 +81,13 @@ def _training_load(scenario, params: TrainingLoadParams, model, tokens: int, ite
     if steps[-1] >= load.steps:
         raise ScenarioError(f"needs step {steps[-1]} (start {start} + {iterations} iterations x stride "
                             f"{stride}) but the trace has {load.steps} steps", f"{FIELD}.training_load")
+    if not build:
+        if load.experts != model.experts:
+            raise ScenarioError(f"the load trace has {load.experts} experts but the model "
+                                f"{model.name} has {model.experts}", f"{FIELD}.training_load")
+        return _shape(model, tokens, iterations)
+    from workloads.load_shares import trace_from_load_shares
+
     return trace_from_load_shares(load.shares[steps], model, tokens, scenario.seed,
                                   {"training_steps": steps.tolist()}, f"{FIELD}.training_load")
 

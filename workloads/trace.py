@@ -18,7 +18,6 @@ generates its iterations on demand, so the simulator's memory does not grow with
 
 import json
 import os
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,13 +109,6 @@ class RoutingTrace:
         """Raise if this trace cannot drive `model` (MoE layers, experts, top-k must agree)."""
         _check_against(self, model, field)
 
-    @staticmethod
-    def inspect(path: str | os.PathLike,
-                field: str | None = "workload.trace.file") -> "TraceHeader":
-        """Shape, dtype and meta of a trace file read from the .npy headers, not the arrays:
-        what `moesim validate` checks (the ids themselves are checked when a run loads it)."""
-        return _inspect(Path(path), field)
-
     def slice_tokens(self, tokens: int, field: str = "workload.trace") -> "RoutingTrace":
         """The first `tokens` tokens of every iteration (a batch of B*S tokens)."""
         if tokens < 1 or tokens > self.tokens:
@@ -189,58 +181,6 @@ def _check_against(trace, model: ModelSpec, field: str) -> None:
             source = trace.meta.get("path") or trace.meta.get("model") or "trace"
             raise WorkloadError(f"trace ({source}) has {what} = {mine} but model "
                                 f"{model.name} has {theirs}", field)
-
-
-@dataclass(frozen=True)
-class TraceHeader:
-    """A trace file's `experts` shape and meta, read without its arrays (`RoutingTrace.inspect`)."""
-
-    shape: tuple[int, int, int, int]
-    meta: dict
-
-    iterations = property(lambda self: self.shape[0])
-    layers = property(lambda self: self.shape[1])
-    tokens = property(lambda self: self.shape[2])
-    top_k = property(lambda self: self.shape[3])
-
-    @property
-    def num_experts(self) -> int:
-        return int(self.meta["num_experts"])
-
-    def check_against(self, model: ModelSpec, field: str = "workload.trace") -> None:
-        _check_against(self, model, field)
-
-
-def _inspect(path: Path, field: str | None) -> "TraceHeader | RoutingTrace":
-    if not path.is_file():
-        raise WorkloadError(f"{path}: no such file", field)
-    if not zipfile.is_zipfile(path):
-        raise WorkloadError(f"{path}: not a .npz trace (not a zip archive)", field)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = set(archive.namelist())
-            if "experts.npy" not in names:
-                found = ", ".join(sorted(n.removesuffix(".npy") for n in names)) or "nothing"
-                raise WorkloadError(f"{path}: missing array 'experts' (found: {found})", field)
-            with archive.open("experts.npy") as member:
-                version = np.lib.format.read_magic(member)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read_header(member)
-            meta = {}
-            if "meta.npy" in names:
-                with archive.open("meta.npy") as member:
-                    raw = np.lib.format.read_array(member, allow_pickle=False)
-                meta = json.loads(str(raw.reshape(-1)[0])) if raw.size else {}
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        raise WorkloadError(f"{path}: not a .npz trace ({error})", field) from None
-    if len(shape) != 4 or min(shape) == 0 or not np.issubdtype(dtype, np.integer):
-        raise WorkloadError(f"{path}[experts]: must be non-empty integers [iterations, layers, "
-                            f"tokens, top_k], got {dtype} {shape}", field)
-    if not isinstance(meta, dict) or not isinstance(meta.get("num_experts"), int):
-        return RoutingTrace.load(path, field)  # experts count from the ids: read them
-    meta.setdefault("path", str(path))
-    return TraceHeader(tuple(int(n) for n in shape), meta)
 
 
 def _id_dtype(num_experts: int) -> type:

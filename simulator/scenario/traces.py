@@ -7,7 +7,7 @@ parameters, checked against the source's model when the scenario loads.
 
 A source returns a `workloads.trace.TraceSource`: the synthetic one generates iterations on
 demand (nothing token-level is held), the others are in memory. With `build=False` a source only
-checks what a run would read (a file's array headers, the generator's arguments) and returns
+checks what a run would read (a file's arrays, the generator's arguments) and returns
 the [iterations, layers, tokens, top_k] shape: what `moesim validate` runs.
 """
 
@@ -58,7 +58,7 @@ def _file(scenario, params: FileParams, model, tokens: int, iterations: int, bui
     if not params.file.strip():
         raise ScenarioError("must be the path of a .npz trace, got an empty string", f"{FIELD}.file")
     path = scenario.resolve_path(params.file)
-    trace = RoutingTrace.load(path) if build else RoutingTrace.inspect(path)
+    trace = RoutingTrace.load(path)  # validate reads a file whole too: every id is checked
     trace.check_against(model, field=f"{FIELD}.file")
     if trace.iterations < iterations or trace.tokens < tokens:
         history = iterations - scenario.workload.iterations

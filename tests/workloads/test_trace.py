@@ -161,17 +161,6 @@ def test_take_iterations_and_wrap():
         trace.take(5)
 
 
-def test_inspect_reads_shape_and_meta_from_the_headers(tmp_path):
-    trace = RoutingTrace(np.zeros((3, 2, 5, 2), dtype=np.int16) + np.array([0, 1]),
-                         meta={"num_experts": 4, "model": "m"})
-    path = trace.save(tmp_path / "t.npz")
-    header = RoutingTrace.inspect(path)
-    assert (header.iterations, header.layers, header.tokens, header.top_k) == (3, 2, 5, 2)
-    assert header.num_experts == 4 and header.meta["model"] == "m"
-    with pytest.raises(WorkloadError, match="no such file"):
-        RoutingTrace.inspect(tmp_path / "missing.npz")
-
-
 def test_a_trace_is_its_own_source():
     experts = np.arange(2 * 3 * 4 * 1).reshape(2, 3, 4, 1) % 5
     trace = RoutingTrace(experts, meta={"num_experts": 5})

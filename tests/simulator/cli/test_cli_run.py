@@ -122,15 +122,3 @@ def test_validate_checks_the_trace_without_building_it(tmp_path, capsys, monkeyp
     code, _, err = run_cli(capsys, "validate", DEFAULT, "--set",
                            "workload.trace={synthetic: {skewness: 9}}")
     assert code == 2 and "workload.trace.synthetic.skewness" in err
-
-
-def test_validate_reads_a_trace_file_header_only(tmp_path, capsys, monkeypatch):
-    from workloads.models import model_spec
-    from workloads.synthetic import generate_trace
-    from workloads.trace import RoutingTrace
-
-    generate_trace(model_spec("olmoe-1b-7b"), iterations=2, tokens=512, seed=0).save(tmp_path / "o.npz")
-    monkeypatch.setattr(RoutingTrace, "load", None)  # would fail if called
-    code, _, err = run_cli(capsys, "validate", DEFAULT,
-                           "--set", f"workload.trace={{file: {tmp_path / 'o.npz'}}}")
-    assert code == 2 and "workload.trace.file" in err and "MoE layers = 16 but model mixtral-8x7b has 32" in err

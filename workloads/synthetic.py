@@ -23,9 +23,18 @@ The generator reproduces those mechanisms (numpy only, vectorised over tokens):
 top-k choices counted, MoE-GPS's skewness) hits the target: a root search (doubling, then
 regula falsi) on a fixed sample of (iteration, layer) pairs with all tokens, reusing the same
 random numbers at every step, so it is deterministic for a seed.
+
+`synthetic_trace` returns the generator itself (`SyntheticTrace`): calibrated once, it produces
+one iteration's choices layer by layer on demand, so a run never holds [iterations, layers,
+tokens, top_k] (2.4 billion entries for DeepSeek-V3 prefill of 524,288 tokens). An (iteration,
+layer) whose scores exceed `_STREAM_ELEMENTS` is scored in row chunks: the noise stream is drawn
+in even-sized pieces (numpy's 16-bit draws use whole 32-bit words, so the stream is the same)
+and each chunk's GEMM rows are the full GEMM's rows. `generate_trace` materialises the stream
+into a `RoutingTrace`, bit-identical to the generator that held everything.
 """
 
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field as dataclass_field, replace
 from functools import cache
 
 import numpy as np
@@ -42,6 +51,9 @@ _BALANCE_STEPS = 6
 _RELATIVE_TOLERANCE = 0.002
 _GUMBEL_LEVELS = 2**16
 _GEMM_ELEMENTS = 4_000_000  # logits per GEMM call (16 MB of float32)
+# Scores of one (iteration, layer) above this many elements are made in chunks of
+# _GEMM_ELEMENTS (memory stays O(chunk), not O(tokens x experts)).
+_STREAM_ELEMENTS = 16_000_000
 # Stream ids (first element of a SeedSequence spawn key) so each use of randomness is separate.
 _STRUCTURE, _ITERATION, _NOISE, _BALANCE = 0, 1, 2, 3
 
@@ -103,7 +115,7 @@ def _gumbel_table() -> np.ndarray:
     return table
 
 
-def generate_trace(
+def synthetic_trace(
     model: ModelSpec,
     iterations: int,
     tokens: int,
@@ -121,15 +133,67 @@ def generate_trace(
     weights: bool = False,
     dataset: str = "synthetic",
     field: str | None = "workload.trace.synthetic",
-) -> RoutingTrace:
+) -> "SyntheticTrace":
+    """The calibrated generator of `generate_trace`'s trace, producing iterations on demand.
+
+    Building it costs the router and the calibration (a fixed sample of scores), not the trace;
+    `layer_choices(i)` then yields iteration i's [tokens, top_k] choices one MoE layer at a time.
+    """
+    knobs = check_synthetic(model, iterations, tokens, skewness, seed, vocab_size=vocab_size,
+                            zipf_a=zipf_a, token_affinity=token_affinity,
+                            layer_correlation=layer_correlation, temperature=temperature,
+                            drift=drift, feature_dim=feature_dim, field=field)
+    vocab_size, temperature = knobs["vocab_size"], knobs["temperature"]
+    experts, top_k, layers = model.experts, model.top_k, model.moe_layers
+    router = _build_router(model, iterations, seed, vocab_size, zipf_a, token_affinity,
+                           layer_correlation, temperature, drift, feature_dim)
+    sample = _calibration_sample(router, iterations, tokens, layers)
+    floor = _sample_skewness(sample, 0.0, top_k)
+    scale = _calibrate(sample, float(skewness), floor, top_k, experts, field)
+    meta = {
+        "model": model.name,
+        "dataset": dataset,
+        "source": "synthetic router model (workloads.synthetic.generate_trace)",
+        "num_experts": experts,
+        "moe_layer_indices": list(model.moe_layer_indices),
+        "generator": {
+            "skewness": float(skewness), "seed": seed, "vocab_size": vocab_size,
+            "zipf_a": zipf_a, "token_affinity": token_affinity,
+            "layer_correlation": layer_correlation, "temperature": temperature,
+            "drift": drift, "feature_dim": feature_dim,
+        },
+        "skewness_target": float(skewness),
+        "skewness_floor": floor,
+        "bias_scale": scale,
+        "features": "hidden state entering the first MoE layer" if features else None,
+    }
+    return SyntheticTrace(router, scale, sample, iterations, tokens, top_k, features, weights, meta,
+                          field)
+
+
+def generate_trace(model: ModelSpec, iterations: int, tokens: int, skewness: float = 1.4,
+                   seed: int = 0, **knobs) -> RoutingTrace:
     """A trace for `model`'s MoE layers: `iterations` x `tokens` tokens, skewness ~ `skewness`.
 
     `skewness` must lie in [1, experts/top_k] (the maximum: every token picks the hottest
     expert). A target below what sampling noise alone gives (the floor, e.g. ~1.05 for 8
     experts and 4096 tokens) yields the floor; meta records target, achieved and floor.
     `features` stores the hidden state entering the first MoE layer (float32, `feature_dim`).
+    Keywords as `synthetic_trace`; this is its stream held in memory.
     """
-    experts, top_k, layers = model.experts, model.top_k, model.moe_layers
+    return synthetic_trace(model, iterations, tokens, skewness, seed, **knobs).materialise()
+
+
+def check_synthetic(model: ModelSpec, iterations: int, tokens: int, skewness: float = 1.4,
+                    seed: int = 0, *, vocab_size: int | None = None, zipf_a: float = 1.1,
+                    token_affinity: float = 0.6, layer_correlation: float = 0.9,
+                    temperature: float | None = None, drift: float = 0.05,
+                    feature_dim: int = 16, features: bool = True, weights: bool = False,
+                    dataset: str = "synthetic",
+                    field: str | None = "workload.trace.synthetic") -> dict:
+    """Check the generator's arguments (what `moesim validate` needs) without building anything;
+    returns the resolved defaults (vocab_size, temperature). Unknown keywords are a TypeError."""
+    experts, top_k = model.experts, model.top_k
     vocab_size = model.vocab if vocab_size is None else vocab_size
     temperature = default_temperature(experts) if temperature is None else temperature
     _check(field, "iterations", iterations, integer=True, low=1)
@@ -144,67 +208,137 @@ def generate_trace(
     _check(field, "temperature", temperature, low=0.0, open_low=True)
     _check(field, "drift", drift, low=0.0, high=1.0, open_high=True)
     _check(field, "feature_dim", feature_dim, integer=True, low=1, high=64)
-    # every array below, before any is allocated: ids + features per token, vocabulary tables
-    needed = (float(iterations) * tokens * (4 + 4 * feature_dim)
-              + float(iterations) * layers * tokens * top_k * (2 + (4 if weights else 0))
+    # what the stream holds at once, before any is allocated: one iteration's ids and features,
+    # one layer's choices (and gate weights), the vocabulary tables
+    needed = (float(tokens) * (4 + 4 * feature_dim)
+              + float(tokens) * top_k * (2 + (4 if weights else 0))
               + float(vocab_size) * (8 + 4 + 4 * feature_dim))
-    check_bytes(needed, f"a synthetic trace of {iterations:,} iterations x {layers} MoE layers x "
-                f"{tokens:,} tokens x top-{top_k} (vocabulary {vocab_size:,})", field,
-                error=WorkloadError)
+    check_bytes(needed, f"a synthetic trace of {tokens:,} tokens per iteration x top-{top_k} "
+                f"(vocabulary {vocab_size:,})", field, error=WorkloadError)
+    return {"vocab_size": vocab_size, "temperature": temperature}
 
-    router = _build_router(model, iterations, seed, vocab_size, zipf_a, token_affinity,
-                           layer_correlation, temperature, drift, feature_dim)
-    token_ids = np.empty((iterations, tokens), dtype=np.int32)
-    hidden = np.empty((iterations, tokens, feature_dim), dtype=np.float32)
-    for i in range(iterations):
-        token_ids[i], hidden[i] = router.hidden(i, tokens)
-    sample = _calibration_sample(router, hidden, layers)
-    floor = _sample_skewness(sample, 0.0, top_k)
-    scale = _calibrate(sample, float(skewness), floor, top_k, experts, field)
 
-    choices = np.empty((iterations, layers, tokens, top_k),
-                       dtype=np.int16 if experts < 2**15 else np.int32)
-    gate_weights = np.empty(choices.shape, dtype=np.float32) if weights else None
-    group = max(1, min(layers, _GEMM_ELEMENTS // (tokens * experts)))  # layers per GEMM
-    skew_sum = 0.0
-    for i in range(iterations):
-        for first in range(0, layers, group):
-            last = min(first + group, layers)
-            logits = router.logits(hidden[i], first, last)
-            for j in range(first, last):
-                skew_term = np.float32(scale) * router.profile[i, j]
-                scores = sample.scores.get((i, j))
-                if scores is None:
-                    scores = logits[:, j - first] + router.gumbel(i, j, tokens)
-                choice = _top_k(scores + skew_term, top_k)
+@dataclass(frozen=True, eq=False)
+class SyntheticTrace:
+    """A calibrated synthetic trace read one iteration at a time (a `workloads.trace.TraceSource`).
+
+    Iteration i depends only on (seed, i): its token ids and hidden state come from their own
+    random stream, each layer's noise from another, so iterations can be produced in any order
+    and any number of times, always the same.
+    """
+
+    router: _Router
+    scale: float
+    sample: "_Sample"
+    iterations: int
+    tokens: int
+    top_k: int
+    keep_features: bool
+    keep_weights: bool
+    meta: dict = dataclass_field(default_factory=dict)
+    field: str | None = "workload.trace.synthetic"  # named by errors (memory limit)
+
+    @property
+    def layers(self) -> int:
+        return self.router.balance.shape[0]
+
+    @property
+    def num_experts(self) -> int:
+        return self.router.balance.shape[1]
+
+    def hidden(self, iteration: int) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids [tokens], hidden state [tokens, feature_dim]) of one iteration."""
+        return self.router.hidden(iteration, self.tokens)
+
+    def layer_choices(self, iteration: int) -> Iterator[np.ndarray]:
+        """Iteration `iteration`'s [tokens, top_k] expert choices, one MoE layer after another."""
+        _, hidden = self.hidden(iteration)
+        for choice, _ in self._layers(iteration, hidden, gate=False):
+            yield choice
+
+    def materialise(self) -> RoutingTrace:
+        """The whole trace in memory (what `generate_trace` returns; a token predictor needs it)."""
+        iterations, tokens, layers, top_k = self.iterations, self.tokens, self.layers, self.top_k
+        experts, feature_dim = self.num_experts, self.router.embedding.shape[1]
+        vocab_size = len(self.router.cdf)
+        # every array below, before any is allocated: ids + features per token, vocabulary tables
+        needed = (float(iterations) * tokens * (4 + 4 * feature_dim)
+                  + float(iterations) * layers * tokens * top_k * (2 + (4 if self.keep_weights else 0))
+                  + float(vocab_size) * (8 + 4 + 4 * feature_dim))
+        check_bytes(needed, f"a synthetic trace of {iterations:,} iterations x {layers} MoE layers x "
+                    f"{tokens:,} tokens x top-{top_k} (vocabulary {vocab_size:,})", self.field,
+                    error=WorkloadError)
+        token_ids = np.empty((iterations, tokens), dtype=np.int32)
+        hidden = np.empty((iterations, tokens, self.router.embedding.shape[1]), dtype=np.float32)
+        choices = np.empty((iterations, layers, tokens, top_k), dtype=_choice_dtype(experts))
+        gate_weights = np.empty(choices.shape, dtype=np.float32) if self.keep_weights else None
+        skew_sum = 0.0
+        for i in range(iterations):
+            token_ids[i], hidden[i] = self.hidden(i)
+            for j, (choice, gate) in enumerate(self._layers(i, hidden[i], self.keep_weights)):
                 choices[i, j] = choice
                 loads = np.bincount(choice.ravel(), minlength=experts)
                 skew_sum += loads.max() / loads.mean()
-                if weights:
-                    gate_weights[i, j] = _softmax_at(logits[:, j - first] + skew_term, choice)
+                if gate is not None:
+                    gate_weights[i, j] = gate
+        meta = dict(self.meta)
+        meta["skewness_achieved"] = float(skew_sum / (iterations * layers))
+        meta = {key: meta[key] for key in _META_ORDER if key in meta}
+        return RoutingTrace(experts=choices, token_ids=token_ids,
+                            features=hidden if self.keep_features else None,
+                            weights=gate_weights, meta=meta)
 
-    achieved = float(skew_sum / (iterations * layers))
-    meta = {
-        "model": model.name,
-        "dataset": dataset,
-        "source": "synthetic router model (workloads.synthetic.generate_trace)",
-        "num_experts": experts,
-        "moe_layer_indices": list(model.moe_layer_indices),
-        "generator": {
-            "skewness": float(skewness), "seed": seed, "vocab_size": vocab_size,
-            "zipf_a": zipf_a, "token_affinity": token_affinity,
-            "layer_correlation": layer_correlation, "temperature": temperature,
-            "drift": drift, "feature_dim": feature_dim,
-        },
-        "skewness_target": float(skewness),
-        "skewness_achieved": achieved,
-        "skewness_floor": floor,
-        "bias_scale": scale,
-        "features": "hidden state entering the first MoE layer" if features else None,
-    }
-    return RoutingTrace(experts=choices, token_ids=token_ids,
-                        features=hidden if features else None,
-                        weights=gate_weights, meta=meta)
+    def _layers(self, i: int, hidden: np.ndarray, gate: bool):
+        """(choice [tokens, top_k], gate weights or None) per MoE layer of iteration i."""
+        router, tokens, top_k = self.router, self.tokens, self.top_k
+        layers, experts = self.layers, self.num_experts
+        dtype = _choice_dtype(experts)
+        if tokens * experts > _STREAM_ELEMENTS:
+            for j in range(layers):
+                skew_term = np.float32(self.scale) * router.profile[i, j]
+                choice = np.empty((tokens, top_k), dtype=dtype)
+                weights = np.empty((tokens, top_k), dtype=np.float32) if gate else None
+                for start, logits, scores in _score_chunks(router, i, j, hidden):
+                    part = _top_k(scores + skew_term, top_k)
+                    choice[start: start + len(part)] = part
+                    if gate:
+                        weights[start: start + len(part)] = _softmax_at(logits + skew_term, part)
+                yield choice, weights
+            return
+        group = max(1, min(layers, _GEMM_ELEMENTS // (tokens * experts)))  # layers per GEMM
+        for first in range(0, layers, group):
+            last = min(first + group, layers)
+            logits = router.logits(hidden, first, last)
+            for j in range(first, last):
+                skew_term = np.float32(self.scale) * router.profile[i, j]
+                scores = self.sample.scores.get((i, j))
+                if scores is None:
+                    scores = logits[:, j - first] + router.gumbel(i, j, tokens)
+                choice = _top_k(scores + skew_term, top_k)
+                weights = _softmax_at(logits[:, j - first] + skew_term, choice) if gate else None
+                yield choice.astype(dtype, copy=False), weights
+
+
+_META_ORDER = ("model", "dataset", "source", "num_experts", "moe_layer_indices", "generator",
+               "skewness_target", "skewness_achieved", "skewness_floor", "bias_scale", "features")
+
+
+def _choice_dtype(experts: int) -> type:
+    return np.int16 if experts < 2**15 else np.int32
+
+
+def _score_chunks(router: _Router, i: int, j: int, hidden: np.ndarray):
+    """(first row, logits, noisy scores) of (iteration i, layer j) in chunks of rows: the same
+    numbers as `router.logits` + `router.gumbel` over all rows, in O(chunk) memory. Chunks have
+    an even row count, so each draw takes whole 32-bit words and the noise stream is unchanged."""
+    experts = router.balance.shape[1]
+    rows = max(2, _GEMM_ELEMENTS // experts // 2 * 2)
+    rng = _rng(router.seed, _NOISE, i, j)
+    table = _gumbel_table()
+    for start in range(0, len(hidden), rows):
+        logits = router.logits(hidden[start: start + rows], j, j + 1)[:, 0]
+        levels = rng.integers(0, _GUMBEL_LEVELS, (len(logits), experts), dtype=np.uint16)
+        yield start, logits, logits + np.take(table, levels)
 
 
 def default_temperature(experts: int) -> float:
@@ -304,40 +438,57 @@ def _balancing_bias(router: _Router, seed: int) -> np.ndarray:
 class _Sample:
     scores: dict          # (iteration, layer) -> noisy scores [tokens, experts] (no skew term)
     profile: dict         # (iteration, layer) -> g [experts]
+    # (iteration, layer) -> hidden state [tokens, d]: pairs too large to keep, re-scored in chunks
+    streamed: dict = dataclass_field(default_factory=dict)
+    router: _Router | None = None
 
 
-def _calibration_sample(router: _Router, hidden: np.ndarray, layers: int) -> _Sample:
+def _calibration_sample(router: _Router, iterations: int, tokens: int, layers: int) -> _Sample:
     """(iteration, layer) pairs for calibration: every layer (they differ) of one or a few
     iterations (they differ little: drift changes which experts are hot, not how hot), or
-    evenly spaced layers of one iteration when the budget does not stretch to all."""
-    iterations, tokens, _ = hidden.shape
-    pairs = max(1, _CALIBRATION_BUDGET // (tokens * router.balance.shape[1]))
+    evenly spaced layers of one iteration when the budget does not stretch to all. A pair whose
+    scores exceed `_STREAM_ELEMENTS` is kept as its hidden state and re-scored in chunks."""
+    experts = router.balance.shape[1]
+    pairs = max(1, _CALIBRATION_BUDGET // (tokens * experts))
     n_layers = min(layers, pairs)
     n_iterations = min(iterations, max(1, pairs // layers), 4)
     chosen_layers = np.unique(np.linspace(0, layers - 1, n_layers).round().astype(int))
     chosen_iterations = np.unique(np.linspace(0, iterations - 1, n_iterations).round().astype(int))
     chosen_layers = set(map(int, chosen_layers))
-    group = max(1, min(layers, _GEMM_ELEMENTS // (tokens * router.balance.shape[1])))
-    scores, profile = {}, {}
+    group = max(1, min(layers, _GEMM_ELEMENTS // (tokens * experts)))
+    scores, profile, streamed = {}, {}, {}
     for i in map(int, chosen_iterations):
+        _, hidden = router.hidden(i, tokens)
         for first in range(0, layers, group):
             wanted = [j for j in range(first, min(first + group, layers)) if j in chosen_layers]
             if not wanted:
                 continue
-            logits = router.logits(hidden[i], wanted[0], wanted[-1] + 1)
+            if tokens * experts > _STREAM_ELEMENTS:
+                for j in wanted:
+                    streamed[(i, j)] = hidden
+                    profile[(i, j)] = router.profile[i, j]
+                continue
+            logits = router.logits(hidden, wanted[0], wanted[-1] + 1)
             for j in wanted:
                 scores[(i, j)] = logits[:, j - wanted[0]] + router.gumbel(i, j, tokens)
                 profile[(i, j)] = router.profile[i, j]
-    return _Sample(scores=scores, profile=profile)
+    return _Sample(scores=scores, profile=profile, streamed=streamed, router=router)
 
 
 def _sample_skewness(sample: _Sample, scale: float, top_k: int) -> float:
     """Mean max/mean load over the sample's (iteration, layer) pairs at bias scale `scale`."""
     values = []
-    for key, scores in sample.scores.items():
+    for key in sorted({**sample.scores, **sample.streamed}):
         profile = sample.profile[key]
-        choice = _top_k(scores + np.float32(scale) * profile, top_k)
-        loads = np.bincount(choice.ravel(), minlength=len(profile))
+        skew_term = np.float32(scale) * profile
+        if key in sample.scores:
+            choice = _top_k(sample.scores[key] + skew_term, top_k)
+            loads = np.bincount(choice.ravel(), minlength=len(profile))
+        else:
+            loads = np.zeros(len(profile), dtype=np.int64)
+            for _, _, scores in _score_chunks(sample.router, *key, sample.streamed[key]):
+                loads += np.bincount(_top_k(scores + skew_term, top_k).ravel(),
+                                     minlength=len(profile))
         values.append(loads.max() / loads.mean())
     return float(np.mean(values))
 

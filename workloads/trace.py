@@ -10,12 +10,18 @@ stays vectorised. On disk (DESIGN.md section 6) it is one ``.npz``:
 - ``weights``   float32 like ``experts`` (optional, the gate probabilities of the choices);
 - ``meta``      a one-element string array holding a JSON object (model, dataset, source,
   num_experts, generator parameters).
+
+A run reads routing through `TraceSource`: one iteration at a time, one MoE layer after another
+(`layer_choices`). A `RoutingTrace` is a source held in memory; `workloads.synthetic.SyntheticTrace`
+generates its iterations on demand, so the simulator's memory does not grow with tokens.
 """
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +30,23 @@ from workloads.npz import load_npz, save_npz_atomic
 from workloads.models import ModelSpec
 
 _OPTIONAL = ("token_ids", "features", "weights")
+
+
+class TraceSource(Protocol):
+    """Routing a run reads iteration by iteration (shapes as `RoutingTrace`'s)."""
+
+    iterations: int
+    layers: int
+    tokens: int
+    top_k: int
+    num_experts: int
+    meta: dict
+
+    def layer_choices(self, iteration: int) -> Iterator[np.ndarray]:
+        """[tokens, top_k] expert ids of each MoE layer of one iteration, in layer order."""
+
+    def materialise(self) -> "RoutingTrace":
+        """The whole trace in memory (token-level predictors read it)."""
 
 
 @dataclass(eq=False)  # arrays: == would be elementwise, so compare fields explicitly
@@ -72,18 +95,19 @@ class RoutingTrace:
         """[iterations, layers, experts] token counts (all top-k choices), in one bincount."""
         return load_counts(self.experts, self.num_experts)
 
+    # --- the TraceSource interface ----------------------------------------------------------
+    def layer_choices(self, iteration: int) -> Iterator[np.ndarray]:
+        """[tokens, top_k] choices of each MoE layer of one iteration (views, no copy)."""
+        for layer in range(self.layers):
+            yield self.experts[iteration, layer]
+
+    def materialise(self) -> "RoutingTrace":
+        return self
+
     # --- checks and views ----------------------------------------------------------------
     def check_against(self, model: ModelSpec, field: str = "workload.trace") -> None:
         """Raise if this trace cannot drive `model` (MoE layers, experts, top-k must agree)."""
-        for what, mine, theirs in (
-            ("MoE layers", self.layers, model.moe_layers),
-            ("experts", self.num_experts, model.experts),
-            ("top_k", self.top_k, model.top_k),
-        ):
-            if mine != theirs:
-                source = self.meta.get("path") or self.meta.get("model") or "trace"
-                raise WorkloadError(f"trace ({source}) has {what} = {mine} but model "
-                                    f"{model.name} has {theirs}", field)
+        _check_against(self, model, field)
 
     def slice_tokens(self, tokens: int, field: str = "workload.trace") -> "RoutingTrace":
         """The first `tokens` tokens of every iteration (a batch of B*S tokens)."""
@@ -145,6 +169,18 @@ class RoutingTrace:
         trace.experts, trace.token_ids, trace.features, trace.weights, trace.meta = (
             experts, token_ids, features, weights, meta)
         return trace
+
+
+def _check_against(trace, model: ModelSpec, field: str) -> None:
+    for what, mine, theirs in (
+        ("MoE layers", trace.layers, model.moe_layers),
+        ("experts", trace.num_experts, model.experts),
+        ("top_k", trace.top_k, model.top_k),
+    ):
+        if mine != theirs:
+            source = trace.meta.get("path") or trace.meta.get("model") or "trace"
+            raise WorkloadError(f"trace ({source}) has {what} = {mine} but model "
+                                f"{model.name} has {theirs}", field)
 
 
 def _id_dtype(num_experts: int) -> type:

@@ -126,7 +126,9 @@ def read_rows(directory: Path) -> list[dict[str, str]]:
 def read_trace(directory: Path):
     from simulator.output.timeline import read_timeline
 
-    path = result_file(directory, "timeline.json")
+    packed = directory / "timeline.json.gz"
+    path = packed if packed.is_file() and not (directory / "timeline.json").is_file() else \
+        result_file(directory, "timeline.json")
     try:
         return read_timeline(path)
     except InputError as error:

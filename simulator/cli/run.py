@@ -11,6 +11,8 @@ from simulator.scenario.run import simulate
 from simulator.scenario.schema import load_scenario
 
 HELP = "simulate a scenario; write summary.json, iterations.csv and timeline.json"
+TIMELINE_FILES = {"json": "timeline.json", "gz": "timeline.json.gz", "none": None}
+STAGES = {"trace": "reading trace", "planning": "planning", "simulate": "simulating"}
 
 
 def add_arguments(parser) -> None:
@@ -20,17 +22,62 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario value, e.g. --set workload.batch=4 (repeatable)")
     add_progress_arguments(parser, "print nothing on success")
+    timeline = parser.add_mutually_exclusive_group()
+    timeline.add_argument("--no-timeline", dest="timeline", action="store_const", const="none",
+                          default="json", help="write no timeline (the largest file, and the time "
+                                               "to build it)")
+    timeline.add_argument("--timeline-gz", dest="timeline", action="store_const", const="gz",
+                          help="write the timeline gzip-compressed as timeline.json.gz (Perfetto "
+                               "and `moesim plot` open it)")
+
+
+class _Stages:
+    """One progress bar per stage (`simulator.cli.progress`): reading the trace, planning, then
+    the simulated iterations. Planning's bar opens as soon as the trace is read, so a slow
+    balancer (ILP) shows as "planning 0/N" instead of a finished bar."""
+
+    def __init__(self, progress, name: str, iterations: int):
+        self.progress, self.name, self.iterations = progress, name, iterations
+        self.bar, self.stage = None, None
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = self.progress(total=total, unit="iteration",
+                                     desc=f"{self.name}: {STAGES.get(stage, stage)}")
+        self.bar.update(done - self.bar.n)
+
+    def build(self, stage: str, done: int, total: int) -> None:
+        """`build_system`'s callback."""
+        self.update(stage, done, total)
+        if stage == "trace" and done == total:
+            self.update("planning", 0, self.iterations)
+
+    def iteration(self, _iteration: int) -> None:
+        done = self.bar.n + 1 if self.stage == "simulate" else 1
+        self.update("simulate", done, self.iterations)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def run(args) -> int:
     overrides = list(args.overrides) + ([f"seed={args.seed}"] if args.seed is not None else [])
     scenario = load_scenario(args.scenario, overrides)
     check_replaceable(Path(args.out))  # before simulating: a bad --out fails in a second
-    progress = progress_from_args(args)
-    with progress(total=scenario.workload.iterations, unit="iteration", desc=scenario.name) as bar:
-        result = simulate(scenario, source=args.scenario, on_iteration=lambda i: bar.update(1))
+    stages = _Stages(progress_from_args(args), scenario.name, scenario.workload.iterations)
+    try:
+        result = simulate(scenario, source=args.scenario, on_iteration=stages.iteration,
+                          on_progress=stages.build)
+    finally:
+        stages.close()
+    name = TIMELINE_FILES[args.timeline]
     with result_dir(args.out) as temp:  # all-new or all-old, never a mix of two runs
-        write_results(temp, result.summary, result.rows, result.timeline())
+        write_results(temp, result.summary, result.rows, result.timeline() if name else None,
+                      name or "timeline.json")
     if not args.quiet:
         print(format_summary(result.summary, args.out))
     return 0

@@ -2,6 +2,14 @@
 
 This is the only place tokens are touched one by one (vectorised); the SimPy side only sees the
 per-GPU counts and the GPU-to-GPU matrices computed here (STYLE.md item 10).
+
+Tokens are owned in contiguous runs (rank 0's tokens first, then rank 1's...), and the pairs of
+an expert are split over its replicas in token order (`assign_replicas`). So one layer's routing
+is fully described by its [gpus, experts] owner-by-expert pair counts (`owner_expert_counts`,
+computed while the trace streams by); `plan_routing` turns them into the dispatch and per-GPU
+expert matrices without any token-level array. Only predicted ownership (a Token-to-Expert
+predictor pre-sending tokens) moves tokens out of their runs; `plan_routing_tokens` handles it
+one iteration at a time.
 """
 
 from __future__ import annotations
@@ -98,37 +106,112 @@ def predicted_ownership(ownership: Ownership, target: np.ndarray) -> np.ndarray:
     return owner
 
 
+def owner_bounds(ownership: Ownership, gpus: int) -> np.ndarray:
+    """[gpus + 1] first token of each rank's contiguous run of owned tokens (and the end)."""
+    owner = ownership.owner
+    if np.any(np.diff(owner) < 0):
+        raise ValueError("owner_expert_counts needs tokens owned in contiguous runs by rank")
+    return np.searchsorted(owner, np.arange(gpus + 1), side="left")
+
+
+def owner_expert_counts(choices: np.ndarray, bounds: np.ndarray, num_experts: int) -> np.ndarray:
+    """[gpus, experts] (token, k) pairs of one layer's [tokens, top_k] choices, by owner rank (its
+    run of tokens, `owner_bounds`) and expert: all a layer's routing needs once owners are runs."""
+    gpus = len(bounds) - 1
+    counts = np.empty((gpus, num_experts), dtype=np.int64)
+    for rank in range(gpus):
+        counts[rank] = np.bincount(choices[bounds[rank]: bounds[rank + 1]].ravel(),
+                                   minlength=num_experts)
+    return counts
+
+
+def split_counts(counts: np.ndarray, layer_replicas, layer_shares,
+                 gpus: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dispatch [gpus, gpus], computed [gpus, experts]) of one layer from its owner-by-expert
+    counts: exactly what `assign_replicas` gives token by token when owners are contiguous runs.
+
+    Expert e's pairs in token order are owner 0's, then owner 1's, ...: owner o holds positions
+    [C_o, C_o+1) with C the running sum of counts[:, e]; replica r takes positions
+    [bound_r-1, bound_r) of the share bounds `assign_replicas` uses; pairs sent o -> replica r are
+    the overlap of the two intervals.
+    """
+    experts = counts.shape[1]
+    dispatch = np.zeros((gpus, gpus), dtype=np.int64)
+    computed = np.zeros((gpus, experts), dtype=np.int64)
+    single = np.array([replicas[0] for replicas in layer_replicas], dtype=np.int64)
+    many = np.array([len(replicas) > 1 for replicas in layer_replicas])
+    alone = np.flatnonzero(~many)
+    if len(alone):
+        order = alone[np.argsort(single[alone], kind="stable")]
+        targets, starts = np.unique(single[order], return_index=True)
+        dispatch[:, targets] = np.add.reduceat(counts[:, order], starts, axis=1)
+        computed[single[alone], alone] = counts[:, alone].sum(axis=0)
+    for expert in np.flatnonzero(many):
+        column = counts[:, expert]
+        total = int(column.sum())
+        replicas = np.asarray(layer_replicas[expert], dtype=np.int64)
+        bounds = np.floor(np.cumsum(layer_shares[expert]) * total + 0.5).astype(np.int64)
+        low = np.clip(np.concatenate(([0], bounds[:len(replicas) - 1])), 0, total)
+        high = np.clip(np.concatenate((bounds[:len(replicas) - 1], [total])), 0, total)
+        high = np.maximum(high, low)
+        edges = np.concatenate(([0], np.cumsum(column)))
+        overlap = np.maximum(0, np.minimum(edges[1:, None], high[None, :])
+                             - np.maximum(edges[:-1, None], low[None, :]))  # [owners, replicas]
+        np.add.at(dispatch, (slice(None), replicas), overlap)
+        np.add.at(computed, (replicas, expert), overlap.sum(axis=0))
+    return dispatch, computed
+
+
+def plan_routing(counts: np.ndarray, ownership: Ownership, placements: list[Placement], gpus: int,
+                 num_experts: int) -> RoutingPlan:
+    """counts: [iterations, moe_layers, gpus, experts] owner-by-expert pairs of the simulated
+    iterations (`owner_expert_counts`); placements: one per iteration."""
+    iterations, layers = counts.shape[:2]
+    dispatch = np.zeros((iterations, layers, gpus, gpus), dtype=np.int64)
+    computed = np.zeros((iterations, layers, gpus, num_experts), dtype=np.int64)
+    for it in range(iterations):
+        placement = placements[it]
+        for layer in range(layers):
+            dispatch[it, layer], computed[it, layer] = split_counts(
+                counts[it, layer], placement.replicas[layer], placement.shares[layer], gpus)
+    owned = np.bincount(ownership.owner, minlength=gpus)
+    return RoutingPlan(dispatch, computed, owned, 0)
+
+
 def _pair_matrix(owner_pairs: np.ndarray, gpu: np.ndarray, gpus: int) -> np.ndarray:
     return np.bincount(owner_pairs * gpus + gpu, minlength=gpus * gpus).reshape(gpus, gpus)
 
 
-def plan_routing(experts: np.ndarray, ownership: Ownership, placements: list[Placement], gpus: int,
-                 num_experts: int, predicted: np.ndarray | None = None) -> RoutingPlan:
-    """experts: [iterations, moe_layers, tokens, top_k] true choices; placements: one per iteration;
-    predicted: the same shape, a token predictor's choices: tokens are then owned where their
-    predicted first expert lives (see `predicted_ownership`)."""
-    iterations, layers, tokens, top_k = experts.shape
-    static_owner_pairs = np.repeat(ownership.owner, top_k)
-    dispatch = np.zeros((iterations, layers, gpus, gpus), dtype=np.int64)
-    computed = np.zeros((iterations, layers, gpus, num_experts), dtype=np.int64)
-    presorted = 0
+def plan_routing_tokens(layer_choices, ownership: Ownership, placements: list[Placement], gpus: int,
+                        num_experts: int, predicted: np.ndarray | None = None) -> RoutingPlan:
+    """Token by token: layer_choices(it) yields iteration it's [tokens, top_k] true choices per
+    MoE layer (one iteration in memory at a time); predicted: [iterations, moe_layers, tokens,
+    top_k], a token predictor's choices: tokens are then owned where their predicted first expert
+    lives (see `predicted_ownership`). Without `predicted` it equals `plan_routing` on the counts."""
+    iterations = len(placements)
+    dispatch, computed, presorted = [], [], 0
     for it in range(iterations):
         placement = placements[it]
-        for layer in range(layers):
+        layer_dispatch, layer_computed = [], []
+        for layer, choices in enumerate(layer_choices(it)):
             replicas, shares = placement.replicas[layer], placement.shares[layer]
-            gpu = assign_replicas(experts[it, layer], replicas, shares)
-            owner_pairs = static_owner_pairs
+            top_k = choices.shape[1]
+            gpu = assign_replicas(choices, replicas, shares)
+            owner = ownership.owner
             if predicted is not None:
                 guessed = assign_replicas(predicted[it, layer], replicas, shares)
                 owner = predicted_ownership(ownership, guessed[:, 0])
-                owner_pairs = np.repeat(owner, top_k)
                 presorted += int(np.sum((gpu == owner[:, None]) & (gpu != ownership.owner[:, None])))
-            dispatch[it, layer] = _pair_matrix(owner_pairs, gpu.ravel(), gpus)
-            flat = experts[it, layer].ravel()
-            computed[it, layer] = np.bincount(gpu.ravel() * num_experts + flat,
-                                              minlength=gpus * num_experts).reshape(gpus, num_experts)
+            layer_dispatch.append(_pair_matrix(np.repeat(owner, top_k), gpu.ravel(), gpus))
+            flat = choices.ravel()
+            layer_computed.append(np.bincount(gpu.ravel() * num_experts + flat,
+                                              minlength=gpus * num_experts).reshape(gpus, num_experts))
+        dispatch.append(layer_dispatch)
+        computed.append(layer_computed)
     owned = np.bincount(ownership.owner, minlength=gpus)
-    return RoutingPlan(dispatch, computed, owned, presorted)
+    return RoutingPlan(np.array(dispatch, dtype=np.int64).reshape(iterations, -1, gpus, gpus),
+                       np.array(computed, dtype=np.int64).reshape(iterations, -1, gpus, num_experts),
+                       owned, presorted)
 
 
 # --- token residency `expert`: a token lives where its first-choice expert ran --------------------

@@ -231,10 +231,17 @@ def iteration_rows(iteration_latency, layer_latency, phase_time, skew, records: 
 
 
 def write_results(out_dir: Path, summary: dict[str, Any], rows: list[dict[str, Any]],
-                  trace: dict[str, Any]) -> None:
+                  trace: dict[str, Any] | None, timeline: str = "timeline.json") -> None:
+    """summary.json, iterations.csv and (unless `trace` is None) the timeline as `timeline`
+    (timeline.json, or timeline.json.gz compressed)."""
+    from simulator.output.timeline import write_timeline
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "timeline.json", json.dumps(trace))
+    for stale in {"timeline.json", "timeline.json.gz"} - {timeline if trace is not None else ""}:
+        (out_dir / stale).unlink(missing_ok=True)  # a rerun's files never mix with an older one's
+    if trace is not None:
+        write_timeline(out_dir / timeline, trace)
     write_csv(out_dir / "iterations.csv", rows)
     # summary last: its presence marks a complete result directory
     write_json(out_dir / "summary.json", summary)

@@ -21,20 +21,26 @@ off (even above 1 for a moment), but the integral over any span that covers whol
 the counter's time-average over the run equals summary.json's ``link_utilization`` for a kind whose
 links all have the same capacity.
 
-Times are microseconds (``ts = start_s * 1e6``), the trace-event format's unit.
+Times are microseconds (``ts = start_s * 1e6``), the trace-event format's unit. The file
+(`write_timeline`) rounds them to the nanosecond (3 decimals): a slice's end is rounded, not its
+duration, so slices that touch still touch; ``.json.gz`` is written gzip-compressed (Perfetto
+opens it as is), deterministically (no timestamp in the gzip header).
 """
 
 from __future__ import annotations
 
+import gzip
 import heapq
+import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from safeio import read_json
+from safeio import loads_json, read_bytes, read_json
 
 from simulator.engine.cluster import COMM, COMPUTE, COPY, Span
 
@@ -290,6 +296,40 @@ def run_timeline(records: Any) -> dict[str, Any]:
                         records.expert_load(), list(records.stages), records.marks)
 
 
+# ------------------------------------------------------------------ writing
+
+
+def rounded_to_ns(trace: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a trace-event object with every ``ts`` and slice end rounded to the nanosecond
+    (``dur`` = rounded end - rounded start): what the file holds."""
+    events = []
+    for event in trace["traceEvents"]:
+        event = dict(event)
+        start = event.get("ts")
+        if isinstance(start, float):
+            event["ts"] = round(start, 3)
+            if "dur" in event:
+                event["dur"] = round(round(start + event["dur"], 3) - event["ts"], 3)
+        events.append(event)
+    return {**trace, "traceEvents": events}
+
+
+def timeline_bytes(trace: dict[str, Any], gzipped: bool = False) -> bytes:
+    """The file's bytes: compact JSON, times to the nanosecond; gzip without a timestamp (same
+    run, same bytes)."""
+    text = json.dumps(rounded_to_ns(trace), separators=(",", ":")).encode()
+    return gzip.compress(text, compresslevel=6, mtime=0) if gzipped else text
+
+
+def write_timeline(path: Path, trace: dict[str, Any]) -> Path:
+    """Write `trace` to `path` (gzip-compressed when it ends in .gz) via a temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(timeline_bytes(trace, gzipped=path.suffix == ".gz"))
+    os.replace(tmp, path)
+    return path
+
+
 # ------------------------------------------------------------------ reading
 
 
@@ -313,11 +353,22 @@ class Timeline:
 
 
 def read_timeline(path: Path) -> Timeline:
-    """Parse a timeline.json written by `chrome_trace` (older ones without run/network tracks too).
+    """Parse a timeline.json (or .json.gz) written by `chrome_trace` (older ones without run/network
+    tracks too).
 
     Raises ValueError (with the reason) for a file that is not such a trace.
     """
-    data = read_json(path, limit_bytes=4 * 10**9)  # regular file, depth-limited (safeio)
+    if str(path).endswith(".gz"):  # written by `moesim run --timeline-gz`
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(read_bytes(path, limit_bytes=10**9))) as packed:
+                text = packed.read(4 * 10**9 + 1)  # bounded: a gzip bomb stops at the limit
+        except (OSError, EOFError) as error:
+            raise ValueError(f"not a gzip file ({error})") from None
+        if len(text) > 4 * 10**9:
+            raise ValueError("decompresses to more than 4 GB")
+        data = loads_json(text.decode("utf-8", errors="replace"), str(path))
+    else:
+        data = read_json(path, limit_bytes=4 * 10**9)  # regular file, depth-limited (safeio)
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ValueError("not a trace-event JSON object with a traceEvents list")
     events = data["traceEvents"]

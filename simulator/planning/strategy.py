@@ -152,19 +152,20 @@ def predictor_settings(spec: dict[str, Any]) -> tuple[int, int, bool | None]:
     return history, run.replan_every, run.presend
 
 
-def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, owned_tokens: np.ndarray,
-                  predictor_spec: dict[str, Any], balancer_kind: str, balancer_config: dict[str, Any],
-                  base_request: PlacementRequest, static: Placement, cost=None) -> Strategy:
+def plan_strategy(*, model, trace, loads: np.ndarray, history: int, iterations: int, tokens: int,
+                  owned_tokens: np.ndarray, predictor_spec: dict[str, Any], balancer_kind: str,
+                  balancer_config: dict[str, Any], base_request: PlacementRequest, static: Placement,
+                  cost=None) -> Strategy:
     """Run predictor and balancer over the simulated iterations (trace iterations history..).
 
-    `cost`: the run's `ReplicaCostModel` (for the time objective); its copies are spread over the
-    re-plan interval.
+    loads: [history + iterations, layers, experts] true pairs per expert (the first `tokens`
+    tokens); `trace` (a `workloads.trace.TraceSource`) is read token by token only by a
+    Token-to-Expert predictor. `cost`: the run's `ReplicaCostModel` (for the time objective); its
+    copies are spread over the re-plan interval.
     """
     kind = predictor_spec.get("kind", "none")
     _, window, presend = predictor_settings(predictor_spec)
     settings = balancer_settings(balancer_config, window)
-    experts = trace.experts[: history + iterations, :, :tokens, :]
-    loads = load_counts(experts, model.experts)
     gpus = len(owned_tokens)
     planner = _Planner(balancer_kind, settings, algorithm_options(balancer_config), base_request,
                        static, cost.with_window(window) if cost is not None else None, window)
@@ -186,6 +187,8 @@ def plan_strategy(*, model, trace, history: int, iterations: int, tokens: int, o
                                               gpus, decide)
             strategy.plan_lead = 1 if balancer_kind != "oracle" else 0
         else:
+            trace = trace.materialise()
+            experts = trace.experts[: history + iterations, :, :tokens, :]
             strategy = _token_strategy(predictor, model, trace, experts, history, iterations, window,
                                        owned_tokens, decide, presend if presend is not None else True)
         strategy.fit_s = time.perf_counter() - started

@@ -21,19 +21,22 @@ FEATURE_BYTES = 4 + 16 * 4  # token id + the synthetic generator's float32 featu
 
 
 def check_workload_budget(scenario: Any, model: Any, gpus: int | None = None,
-                          tokens_only: bool = False) -> None:
+                          tokens_only: bool = False, streamed: bool = False) -> None:
     """Raise ScenarioError if the trace and routing plan of `scenario` would exceed the limit.
 
     `tokens_only`: just the per-token arrays built before the GPU-memory check (token
     ownership), so that check, which names the GPU, still reports a batch that cannot fit.
+    `streamed`: the trace is read one iteration at a time (`simulator.scenario.system`), so only
+    one iteration's ids and features are held; the plan's matrices still grow with iterations.
     """
     workload = scenario.workload
     history, _, _ = predictor_settings(scenario.predictor.model_dump())
     iterations = history + workload.iterations
     tokens = workload.batch * (workload.seq_len if workload.phase == "prefill" else 1)
     layers, top_k = model.moe_layers, model.top_k
-    trace_bytes = float(iterations) * layers * tokens * top_k * ID_BYTES
-    feature_bytes = float(iterations) * tokens * FEATURE_BYTES
+    held = 1 if streamed else iterations  # iterations of token-level arrays in memory at once
+    trace_bytes = float(held) * layers * tokens * top_k * ID_BYTES
+    feature_bytes = float(held) * tokens * FEATURE_BYTES
     plan_bytes = float(iterations) * layers * (gpus or 1) * ((gpus or 1) + model.experts) * 8 * 2
     needed = float(tokens) * 8 * 2 if tokens_only else trace_bytes + feature_bytes + plan_bytes
     what = (f"the routing of {iterations:,} iterations (history {history} + {workload.iterations}) "

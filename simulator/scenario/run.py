@@ -14,13 +14,15 @@ from simulator.scenario.schema import Scenario, scenario_to_dict
 from simulator.scenario.system import System, build_system
 
 
-def simulate(scenario: Scenario, source: str = "scenario", on_iteration=None) -> RunRecords:
+def simulate(scenario: Scenario, source: str = "scenario", on_iteration=None,
+             on_progress=None) -> RunRecords:
     """Build the system, run every iteration as events, and bundle what the run recorded.
 
-    `on_iteration(i)` is called as GPU 0 finishes iteration i (for progress bars).
+    `on_iteration(i)` is called as GPU 0 finishes iteration i (for progress bars);
+    `on_progress(stage, done, total)` while the trace is read and planned (`build_system`).
     """
     started = time.perf_counter()
-    system = build_system(scenario, source)
+    system = build_system(scenario, source, on_progress)
     env = CountingEnvironment()
     cluster = Cluster(env, system.graph, alpha_s=scenario.network.alpha_us * 1e-6,
                       network_model=scenario.network.model)
@@ -38,7 +40,7 @@ def collect_records(system: System, cluster: Cluster, pipeline, counters: dict) 
     scenario, plan, strategy, model = system.scenario, system.plan, system.strategy, system.model
     paths = cluster.paths
     iterations = scenario.workload.iterations
-    experts = system.trace.experts[system.history: system.history + iterations]
+    trace = system.trace
     copies = sum(len(c) for c in strategy.copies)
     return RunRecords(
         scenario=scenario_to_dict(scenario),
@@ -55,7 +57,7 @@ def collect_records(system: System, cluster: Cluster, pipeline, counters: dict) 
                           np.array(cluster.net.bytes_on_link, dtype=float),
                           tuple(tuple(link) for link in paths.links)),
         routing=RoutingRecords(plan.expert_pairs, plan.dispatch_pairs,
-                               int(np.prod(experts[:, :, : system.tokens].shape)), plan.presorted_pairs,
+                               int(iterations * trace.layers * system.tokens * trace.top_k), plan.presorted_pairs,
                                model.hidden * model.dtype_bytes, plan.combine_pairs, plan.kv_bytes),
         strategy=StrategyRecords(
             strategy.name, strategy.family, strategy.error, strategy.accuracy, strategy.fit_s,

@@ -268,7 +268,9 @@ def simulate_variant(scenario: Scenario, source: str, timeline: bool = False) ->
     result = simulate(scenario, source)
     files = {"iterations.csv": csv_text(result.rows, list(result.rows[0]))}
     if timeline:
-        files["timeline.json"] = json.dumps(result.timeline())
+        from simulator.output.timeline import timeline_bytes  # the bytes `moesim run` writes
+
+        files["timeline.json"] = timeline_bytes(result.timeline()).decode()
     files["summary.json"] = json.dumps(result.summary, indent=2) + "\n"  # last: marks a complete run
     return {"summary": result.summary, "files": files}
 

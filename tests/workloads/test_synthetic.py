@@ -145,3 +145,36 @@ def test_choices_are_valid_expert_ids_and_distinct_per_token(experts, layers, to
     assert chosen.min() >= 0 and chosen.max() < experts
     ordered = np.sort(chosen, axis=-1)
     assert (ordered[..., 1:] != ordered[..., :-1]).all()
+
+
+def test_streamed_iterations_equal_the_materialised_trace_in_any_order():
+    stream = synthetic.synthetic_trace(OLMOE, iterations=3, tokens=300, skewness=2.0, seed=5)
+    whole = stream.materialise()
+    for i in (2, 0, 1):
+        layers = list(stream.layer_choices(i))
+        assert len(layers) == stream.layers == whole.layers
+        np.testing.assert_array_equal(np.stack(layers), whole.experts[i])
+    assert whole.meta["skewness_achieved"] == pytest.approx(skewness(whole).mean(), rel=1e-9)
+    assert "skewness_achieved" not in stream.meta  # known only once every iteration was made
+
+
+@pytest.mark.parametrize("model, weights", [(OLMOE, True), (MIXTRAL, False)])
+def test_scores_made_in_row_chunks_give_the_same_trace(monkeypatch, model, weights):
+    # Above _STREAM_ELEMENTS an (iteration, layer)'s scores are made in chunks of _GEMM_ELEMENTS
+    # (calibration too): the numbers must not change, only the memory they need.
+    whole = generate_trace(model, iterations=2, tokens=1000, skewness=1.8, seed=3, weights=weights)
+    monkeypatch.setattr(synthetic, "_STREAM_ELEMENTS", 1000)
+    monkeypatch.setattr(synthetic, "_GEMM_ELEMENTS", 130 * model.experts)  # 130-row chunks
+    chunked = generate_trace(model, iterations=2, tokens=1000, skewness=1.8, seed=3, weights=weights)
+    for name in ("experts", "token_ids", "features", "weights"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    assert chunked.meta == whole.meta
+
+
+def test_checking_arguments_builds_nothing(monkeypatch):
+    monkeypatch.setattr(synthetic, "_build_router", None)  # would fail if called
+    assert synthetic.check_synthetic(MIXTRAL, 10, 524_288)["temperature"] > 0
+    with pytest.raises(WorkloadError, match="skewness"):
+        synthetic.check_synthetic(MIXTRAL, 10, 64, skewness=9.0)
+    with pytest.raises(TypeError):
+        synthetic.check_synthetic(MIXTRAL, 10, 64, skewnes=1.2)

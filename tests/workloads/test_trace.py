@@ -159,3 +159,10 @@ def test_take_iterations_and_wrap():
     np.testing.assert_array_equal(wrapped.experts[3], trace.experts[0])
     with pytest.raises(WorkloadError, match="needs 5 iterations but the trace has 3"):
         trace.take(5)
+
+
+def test_a_trace_is_its_own_source():
+    experts = np.arange(2 * 3 * 4 * 1).reshape(2, 3, 4, 1) % 5
+    trace = RoutingTrace(experts, meta={"num_experts": 5})
+    assert trace.materialise() is trace
+    np.testing.assert_array_equal(np.stack(list(trace.layer_choices(1))), trace.experts[1])

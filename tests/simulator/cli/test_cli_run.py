@@ -105,3 +105,49 @@ def test_progress_bar_counts_iterations_on_stderr(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", DEFAULT, "--out", tmp_path, "--progress", *FAST)
     assert code == 0
     assert "2/2" in err and "iteration" in err
+    assert "reading trace" in err and "planning" in err and "simulating" in err
+
+
+def test_validate_checks_the_trace_without_building_it(tmp_path, capsys, monkeypatch):
+    from simulator.scenario import traces
+
+    def never(*args, **kwargs):
+        raise AssertionError("validate must not generate the trace")
+
+    monkeypatch.setattr(traces, "synthetic_trace", never)
+    code, out, err = run_cli(capsys, "validate", ROOT / "scenarios" / "deepseek-v3-4x8xh100-ib.yaml",
+                             "--set", "workload.phase=prefill", "--set", "workload.seq_len=16384",
+                             "--set", "workload.batch=32")
+    assert code == 0, err
+    assert "524288 tokens per iteration" in out and "trace 10 x 58 x 524288 x 8 checked" in out
+    code, _, err = run_cli(capsys, "validate", DEFAULT, "--set",
+                           "workload.trace={synthetic: {skewness: 9}}")
+    assert code == 2 and "workload.trace.synthetic.skewness" in err
+
+
+def test_timeline_can_be_skipped_or_gzipped_and_is_rounded_to_the_nanosecond(tmp_path, capsys):
+    import gzip
+
+    from simulator.output.timeline import read_timeline
+
+    assert run_cli(capsys, "run", DEFAULT, "--out", tmp_path / "plain", *FAST)[0] == 0
+    plain = json.loads((tmp_path / "plain" / "timeline.json").read_text())
+    for event in plain["traceEvents"]:
+        assert round(event["ts"], 3) == event["ts"]
+        if "dur" in event:
+            assert round(event["dur"], 3) == event["dur"] >= 0
+    iterations = sorted((e["ts"], e["dur"]) for e in plain["traceEvents"]
+                        if e["ph"] == "X" and e["cat"] == "iteration")
+    for (ts, dur), (next_ts, _) in zip(iterations, iterations[1:]):
+        assert round(ts + dur, 3) == next_ts  # ends are rounded, not durations: slices still touch
+
+    assert run_cli(capsys, "run", DEFAULT, "--out", tmp_path / "gz", "--timeline-gz", *FAST)[0] == 0
+    packed = (tmp_path / "gz" / "timeline.json.gz").read_bytes()
+    assert not (tmp_path / "gz" / "timeline.json").exists()
+    assert json.loads(gzip.decompress(packed)) == plain
+    assert len(read_timeline(tmp_path / "gz" / "timeline.json.gz").slices["gpu"]) == \
+        sum(e["ph"] == "X" and e["pid"] < 4 for e in plain["traceEvents"])
+
+    code, _, err = run_cli(capsys, "run", DEFAULT, "--out", tmp_path / "gz", "--no-timeline", *FAST)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "gz").iterdir()) == ["iterations.csv", "summary.json"]

@@ -97,7 +97,7 @@ def test_predictor_is_scored_on_held_out_iterations_only():
     # the trace holds history + simulated iterations; routing uses only the simulated ones
     assert system.trace.iterations == 5
     assert system.plan.expert_pairs.shape[0] == 2
-    truth = system.trace.experts[3:5]
+    truth = system.trace.materialise().experts[3:5]
     counts = np.stack([np.bincount(truth[i, l].ravel(), minlength=8) for i in range(2)
                        for l in range(4)]).reshape(2, 4, 8)
     assert np.array_equal(system.plan.expert_pairs.sum(axis=2), counts)
@@ -154,7 +154,7 @@ def test_ilp_placement_lowers_inter_layer_traffic_on_a_correlated_trace():
         raw["workload"]["trace"] = {"synthetic": {"skewness": 1.4, "layer_correlation": 0.99}}
         raw["workload"]["batch"], raw["workload"]["seq_len"] = 1, 1024
         system = build_system(validate_scenario(raw))
-        first = system.trace.experts[3:5, :, : system.tokens, 0]  # simulated iterations, first choice
+        first = system.trace.materialise().experts[3:5, :, : system.tokens, 0]  # simulated iterations, first choice
         transitions = np.zeros((3, 8, 8))
         for layer in range(3):
             np.add.at(transitions[layer], (first[:, layer].ravel(), first[:, layer + 1].ravel()), 1)

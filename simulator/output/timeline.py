@@ -27,7 +27,6 @@ Times are microseconds (``ts = start_s * 1e6``), the trace-event format's unit.
 from __future__ import annotations
 
 import heapq
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -317,7 +316,11 @@ def read_timeline(path: Path) -> Timeline:
 
     Raises ValueError (with the reason) for a file that is not such a trace.
     """
-    data = read_json(path, limit_bytes=4 * 10**9)  # regular file, depth-limited (safeio)
+    return parse_timeline(read_json(path, limit_bytes=4 * 10**9))  # regular file, depth-limited
+
+
+def parse_timeline(data: Any) -> Timeline:
+    """`read_timeline` for trace-event JSON already in memory (a run's ``timeline()``)."""
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ValueError("not a trace-event JSON object with a traceEvents list")
     events = data["traceEvents"]

@@ -24,8 +24,8 @@ def run(path: Path, overrides: list[str], model: str) -> dict:
     from simulator.engine.cluster import Cluster, CountingEnvironment
     from simulator.model.pipeline import MoEPipeline
     from simulator.model.training_step import TrainingPipeline
-    from simulator.output.summary import summarize
-    from simulator.scenario.schema import load_scenario, scenario_to_dict
+    from simulator.scenario.run import collect_records
+    from simulator.scenario.schema import load_scenario
     from simulator.scenario.system import build_system
 
     scenario = load_scenario(path, overrides + [f"network.model={model}"])
@@ -38,7 +38,7 @@ def run(path: Path, overrides: list[str], model: str) -> dict:
     start = time.process_time()
     env.run()
     cpu_s = time.process_time() - start
-    summary, _ = summarize(system, cluster, pipeline, cpu_s, scenario_to_dict(scenario))
+    summary = collect_records(system, cluster, pipeline, {"events": env.events_processed, "wall_s": cpu_s}).summary
     a2a = sum(s.end_s - s.start_s for s in cluster.spans if s.phase in ("dispatch", "combine"))
     return {"latency_s": summary["latency_s"]["mean"], "a2a_s": a2a, "solves": cluster.net.solves,
             "cpu_s": cpu_s}

@@ -56,6 +56,11 @@ class ModelSpec:
     rope_head_dim: int = 0
 
     @property
+    def moe_index(self) -> dict[int, int]:
+        """Block index -> position among the MoE layers (the `layer` axis of traces and plans)."""
+        return {layer: moe for moe, layer in enumerate(self.moe_layer_indices)}
+
+    @property
     def moe_layer_indices(self) -> tuple[int, ...]:
         """Block indices (0-based, of all `layers`) that hold a routed-expert layer."""
         return tuple(

@@ -46,12 +46,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         if command is not None and name != command:
             sub.add_parser(name, help=summary)
             continue
-        try:
-            module = importlib.import_module(f"simulator.cli.{module_name}")
-        except ModuleNotFoundError as error:
-            if error.name != f"simulator.cli.{module_name}":
-                raise
-            continue  # a subcommand not built yet is simply not offered
+        module = importlib.import_module(f"simulator.cli.{module_name}")
         command_parser = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command_parser)
         command_parser.set_defaults(_run=module.run)
@@ -62,9 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    if not hasattr(args, "_run"):
-        print(f"moesim: error: {args.command} is not available in this build", file=sys.stderr)
-        return 2
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as error:

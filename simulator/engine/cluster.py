@@ -89,9 +89,6 @@ class Cluster:
         self._rendezvous: dict[Any, list] = {}
         self.spans: list[Span] = []
 
-    def device(self, rank: int) -> str:
-        return self.graph.nodes[self.gpus[rank]]["device"]
-
     def kernel(self, rank: int, cost: Any, phase: str, iteration: int, layer: int) -> Generator:
         """Run one kernel (anything with name, time_s, flops, bytes) on the GPU's compute stream.
 

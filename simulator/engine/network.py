@@ -698,11 +698,6 @@ class FlowNetwork:
     # ------------------------------------------------------------------ observability
 
     @property
-    def active_flows(self) -> int:
-        """Flows draining right now (not counting those still waiting out alpha + latency)."""
-        return int(self._act_n)
-
-    @property
     def flow_count(self) -> int:
         return self._flows.n
 

@@ -133,7 +133,6 @@ def collective_rows() -> list[Row]:
             regime = _regime(measured.size)
             if regime == "small" or entry["metric"] == "time_us":
                 metric, real, model = "time_us", measured.time_us, sim["time_us"]
-                regime = "small" if regime == "small" else regime
             else:
                 metric, real, model = "busbw_GBps", measured.busbw_GBps, sim["busbw_GBps"]
             tolerance = entry.get("tolerance", {}).get(regime, TOLERANCE[regime])

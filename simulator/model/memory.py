@@ -10,6 +10,9 @@ from dataclasses import dataclass
 
 from simulator.errors import ScenarioError
 
+# Adam keeps an fp32 master copy, first and second moments per parameter: 3 x 4 bytes.
+ADAM_STATE_BYTES_PER_PARAM = 12
+
 
 @dataclass(frozen=True)
 class MemoryUse:
@@ -46,8 +49,8 @@ def gpu_memory_use(model, rank: int, replicas_held: int, tp: int, group_sequence
     kv_split = 1 if model.attention == "mla" else min(tp, model.kv_heads)
     kv_cache = group_sequences * context_len * model.kv_bytes_per_token_per_layer * model.layers / kv_split
     activations = (2 * group_tokens * model.hidden + max_expert_pairs * model.ffn * 2) * dtype
-    if training:  # per parameter: weight + gradient (dtype each) + 12 bytes of Adam state
-        per_param = (2 * dtype + 12) / dtype
+    if training:  # per parameter: weight + gradient (dtype each) + Adam's fp32 master, m and v
+        per_param = (2 * dtype + ADAM_STATE_BYTES_PER_PARAM) / dtype
         dense_weights, expert_weights = dense_weights * per_param, expert_weights * per_param
         kv_cache = 0.0
         activations *= model.layers

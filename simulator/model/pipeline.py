@@ -27,7 +27,7 @@ class MoEPipeline:
         self.model = system.model
         self.marks: list[Mark] = []
         self.on_iteration = None  # called with the iteration index when GPU 0 finishes one
-        self._moe_index = {layer: i for i, layer in enumerate(self.model.moe_layer_indices)}
+        self._moe_index = self.model.moe_index
         self._ep_group = list(range(system.gpus))
         self._token_bytes = self.model.hidden * self.model.dtype_bytes
         self._expert_cost = [lru_cache(maxsize=None)(self._make_expert_cost(r)) for r in range(system.gpus)]

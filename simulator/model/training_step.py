@@ -20,8 +20,6 @@ from simulator.model.pipeline import MoEPipeline
 # Adam with fp32 master weights: read weight, grad, master, m, v; write weight, master, m, v.
 OPTIMIZER_BYTES_PER_PARAM = 2 + 2 + 4 + 4 + 4 + 2 + 4 + 4 + 4
 OPTIMIZER_FLOPS_PER_PARAM = 12
-# What moves with an expert replica in training: weights plus fp32 master, m and v.
-OPTIMIZER_STATE_BYTES_PER_PARAM = 12
 
 
 def backward_cost(cost, factor: float = 2.0):

@@ -37,8 +37,11 @@ def _color(phase: str) -> str:
 FORMATS = ("png", "svg")
 
 
-def _save(fig, path: Path, formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """The figure in each of `formats` (PNG and SVG by default) side by side; returns the paths."""
+def _save(fig, path: Path | None, formats: tuple[str, ...] = FORMATS):
+    """The figure in each of `formats` (PNG and SVG by default) side by side; returns the paths.
+    With `path` None the figure itself is returned, open (the Python API's ``result.plot``)."""
+    if path is None:
+        return fig
     written = []
     for suffix in formats:
         target = Path(path).with_suffix(f".{suffix}")

@@ -369,6 +369,11 @@ def read_timeline(path: Path) -> Timeline:
         data = loads_json(text.decode("utf-8", errors="replace"), str(path))
     else:
         data = read_json(path, limit_bytes=4 * 10**9)  # regular file, depth-limited (safeio)
+    return parse_timeline(data)
+
+
+def parse_timeline(data: Any) -> Timeline:
+    """`read_timeline` for trace-event JSON already in memory (a run's ``timeline()``)."""
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise ValueError("not a trace-event JSON object with a traceEvents list")
     events = data["traceEvents"]

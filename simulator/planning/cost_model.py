@@ -37,13 +37,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from simulator.model.memory import ADAM_STATE_BYTES_PER_PARAM
+
 OBJECTIVES = ("time", "tokens")
 
 
 def replica_copy_bytes(model: Any, training: bool = False) -> float:
     """Bytes that move with a new replica: its weights, plus gradient-free Adam state (12 bytes per
     parameter: fp32 master, m, v) in training."""
-    return float(model.expert_params * (model.dtype_bytes + 12 * training))
+    return float(model.expert_params * (model.dtype_bytes + ADAM_STATE_BYTES_PER_PARAM * training))
 
 
 def split_counts(tokens: float, shares: Sequence[float]) -> np.ndarray:

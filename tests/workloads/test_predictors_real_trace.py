@@ -31,8 +31,11 @@ def test_real_trace_block_prints_what_the_docs_show(capsys, monkeypatch):
 
 
 def _row_arguments(balancer: str, predictor: str) -> list[str]:
-    """The documented command's --set options for one table row."""
-    sets = ["predictor.history=10", f"balancer.kind={balancer}"]
+    """The documented command's --set options for one table row ("`kind` (objective)")."""
+    kind, objective = re.fullmatch(r"`([a-z_]+)`(?: \((time|tokens)\))?", balancer).groups()
+    sets = ["predictor.history=10", f"balancer.kind={kind}"]
+    if objective == "tokens":
+        sets.append("balancer.objective=tokens")
     if predictor == "oracle.token":
         sets.append("predictor.kind=oracle.token")
     elif predictor != "none":
@@ -56,10 +59,10 @@ def test_u_shape_table_rows_are_what_moesim_run_gives(tmp_path):
     from simulator import cli
 
     rows = [line for line in _section().splitlines() if line.startswith("| `")]
-    assert len(rows) == 13
+    assert len(rows) == 19
     for number, line in enumerate(rows):
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        balancer, predictor = cells[0].strip("`"), cells[1]
+        balancer, predictor = cells[0], cells[1]
         measured = []
         for synthetic in (False, True):
             out = tmp_path / f"{number}-{synthetic}"

@@ -1,7 +1,7 @@
 """Errors of `simulator` and the set of exception types the CLI reports as bad input."""
 
 from predictors.errors import PredictorError
-from safeio.errors import InputError
+from simulator.safeio.errors import InputError
 from topologies.errors import TopologyError
 from workloads.errors import WorkloadError
 

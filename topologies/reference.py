@@ -27,7 +27,7 @@ from typing import Any
 
 import networkx as nx
 
-from safeio import read_yaml
+from simulator.safeio import read_yaml
 
 from topologies.builders import add_link, check_int, multi_node
 from topologies.devices import gpu_spec

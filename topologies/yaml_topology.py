@@ -9,7 +9,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from safeio import read_yaml
+from simulator.safeio import read_yaml
 
 from topologies.builders import NODE_KINDS, add_link, check_int, check_number, validate_graph
 from topologies.devices import gpu_catalogue

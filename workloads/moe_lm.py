@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safeio import read_bytes
+from simulator.safeio import read_bytes
 from workloads.errors import WorkloadError
 from workloads.npz import load_npz, save_npz_atomic
 

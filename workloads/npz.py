@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safeio import InputError, check_bytes, check_regular_file, loads_json
+from simulator.safeio import InputError, check_bytes, check_regular_file, loads_json
 from workloads.errors import WorkloadError
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from safeio import check_regular_file
-from safeio.files import text_limit_bytes
+from simulator.safeio import check_regular_file
+from simulator.safeio.files import text_limit_bytes
 from workloads.errors import WorkloadError
 from workloads.trace import RoutingTrace
 

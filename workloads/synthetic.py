@@ -39,7 +39,7 @@ from functools import cache
 
 import numpy as np
 
-from safeio import check_bytes
+from simulator.safeio import check_bytes
 from workloads.errors import WorkloadError
 from workloads.models import ModelSpec
 from workloads.trace import RoutingTrace

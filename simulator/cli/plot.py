@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from safeio import InputError, check_regular_file, read_json, read_text
+from simulator.safeio import InputError, check_regular_file, read_json, read_text
 from simulator.errors import ScenarioError
 
 HELP = "draw the figures of a result directory (from summary.json, iterations.csv, timeline.json)"

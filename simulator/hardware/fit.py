@@ -39,7 +39,7 @@ import topologies
 from simulator.engine import collectives
 from simulator.model.kernel_table import CalibrationTable
 from simulator.model.compute import ComputeModel, kernel_params
-from safeio import read_text
+from simulator.safeio import read_text
 from simulator.errors import ScenarioError
 from simulator.engine.network import FlowNetwork
 from topologies.devices import gpu_spec

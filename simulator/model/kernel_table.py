@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from safeio import read_text
+from simulator.safeio import read_text
 from simulator.errors import ScenarioError
 from topologies.devices import gpu_catalogue
 

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from safeio import loads_json, read_bytes, read_json
+from simulator.safeio import loads_json, read_bytes, read_json
 
 from simulator.engine.cluster import COMM, COMPUTE, COPY, Span
 

@@ -4,7 +4,7 @@ A scenario's numbers drive allocations: the routing trace is (history + iteratio
 tokens x top_k expert ids, plus the synthetic generator's per-token features and the routing
 plan's per-iteration GPU x GPU matrices. `workload.batch: 1000000000` or deleting
 `workload.phase` from a decode scenario (524k prefill tokens x 58 layers) would allocate tens of
-GB to TBs and swap for minutes; here the estimate is compared with `safeio.memory_limit_bytes()`
+GB to TBs and swap for minutes; here the estimate is compared with `simulator.safeio.memory_limit_bytes()`
 first, and the message says how much, what drove it and how to raise the limit.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safeio import check_bytes
+from simulator.safeio import check_bytes
 from simulator.errors import ScenarioError
 from simulator.planning.strategy import predictor_settings
 

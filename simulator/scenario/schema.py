@@ -16,7 +16,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from predictors.registry import PREDICTORS, make_predictor
-from safeio import InputError, loads_yaml, read_yaml
+from simulator.safeio import InputError, loads_yaml, read_yaml
 from simulator.engine.collectives import check_algorithms
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.planning.placement import BALANCERS

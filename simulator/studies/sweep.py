@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safeio import InputError, read_json
+from simulator.safeio import InputError, read_json
 from simulator.errors import USER_ERRORS, ScenarioError
 from simulator.output.records import PIPELINE_PHASES
 from simulator.output.files import csv_text, write_atomic

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from safeio import InputError, check_bytes, loads_json, loads_yaml, read_json, read_text, read_yaml
-from safeio.json_io import max_depth
+from simulator.safeio import InputError, check_bytes, loads_json, loads_yaml, read_json, read_text, read_yaml
+from simulator.safeio.json_io import max_depth
 
 
 @pytest.mark.parametrize("text, message", [

@@ -23,8 +23,8 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from safeio.errors import InputError, raising
-from safeio.files import read_text
+from simulator.safeio.errors import InputError, raising
+from simulator.safeio.files import read_text
 
 MAX_ALIASES = 100
 MAX_NODES = 200_000

@@ -8,11 +8,11 @@ naming the file, instead of a hang, a memory blow-up, a traceback or a silent su
 This package imports nothing of moesim, so any layer may use it.
 """
 
-from safeio.budget import check_bytes, memory_limit_bytes
-from safeio.errors import InputError
-from safeio.files import check_regular_file, read_bytes, read_text
-from safeio.json_io import loads_json, read_json
-from safeio.yaml_io import loads_yaml, read_yaml
+from simulator.safeio.budget import check_bytes, memory_limit_bytes
+from simulator.safeio.errors import InputError
+from simulator.safeio.files import check_regular_file, read_bytes, read_text
+from simulator.safeio.json_io import loads_json, read_json
+from simulator.safeio.yaml_io import loads_yaml, read_yaml
 
 __all__ = [
     "InputError", "check_bytes", "memory_limit_bytes", "check_regular_file", "read_bytes",

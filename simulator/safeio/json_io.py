@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from safeio.errors import InputError, raising
-from safeio.files import read_text
+from simulator.safeio.errors import InputError, raising
+from simulator.safeio.files import read_text
 
 MAX_DEPTH = 64
 _SCAN_LIMIT_BYTES = 16 * 10**6  # beyond this, the json module's own RecursionError is the guard

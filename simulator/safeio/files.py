@@ -11,7 +11,7 @@ import os
 import stat
 from pathlib import Path
 
-from safeio.errors import InputError, raising
+from simulator.safeio.errors import InputError, raising
 
 FILE_LIMIT_ENV = "MOESIM_MAX_FILE_MB"
 DEFAULT_TEXT_LIMIT_MB = 256

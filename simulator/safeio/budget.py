@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from safeio.errors import InputError, raising
+from simulator.safeio.errors import InputError, raising
 
 LIMIT_ENV = "MOESIM_MEMORY_LIMIT_GB"
 DEFAULT_LIMIT_GB = 16.0

@@ -60,10 +60,11 @@ def test_many_experts_with_predictor_history_do_not_overflow(tmp_path, capsys):
                     "workload: {seq_len: 64, iterations: 2}\n"
                     "predictor: {kind: distribution.mle, history: 2}\nbalancer: {kind: eplb}\n")
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
-    from simulator.scenario.system import _transitions, build_system
+    from simulator.scenario.system import _reduce_trace, build_system
 
     system = build_system(load_scenario(path))
-    counts = _transitions(system.trace, 2, system.tokens, 256)
+    _, counts, _ = _reduce_trace(system.trace, system.ownership, system.gpus, 4, 2, system.tokens, 256,
+                                 lambda done, total: None)
     assert counts.min() >= 0 and counts.sum() == 2 * 1 * system.tokens  # history x (layers-1) x tokens
 
 

@@ -50,6 +50,15 @@ class Stream:
         self.busy = False
         self.waiting: deque[simpy.Event] = deque()
 
+    def acquire(self, env: simpy.Environment) -> simpy.Event | None:
+        """Take the stream: None when it was idle (taken at once), else the event of one's turn."""
+        if not self.busy:
+            self.busy = True
+            return None
+        turn = env.event()
+        self.waiting.append(turn)
+        return turn
+
     def release(self) -> None:
         if self.waiting:
             self.waiting.popleft().succeed()  # stays busy: handed over
@@ -98,12 +107,9 @@ class Cluster:
             return
         env = self.env
         stream = self._streams[rank, COMPUTE]
-        if stream.busy:
-            turn = env.event()
-            stream.waiting.append(turn)
+        turn = stream.acquire(env)
+        if turn is not None:
             yield turn
-        else:
-            stream.busy = True
         start_s = env.now
         yield env.timeout(cost.time_s)
         self.spans.append(
@@ -134,12 +140,9 @@ class Cluster:
         """
         env = self.env
         stream = self._streams[rank, COMM]
-        if stream.busy:
-            turn = env.event()
-            stream.waiting.append(turn)
+        turn = stream.acquire(env)
+        if turn is not None:
             yield turn
-        else:
-            stream.busy = True
         entry = self._rendezvous.get(key)
         if entry is None:
             entry = self._rendezvous[key] = [0, None]
